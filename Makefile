@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/network_analysis
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: demo test test-mysql test-all lint bench serve clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	scripts/os-packages.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+## demo: install, migrate SQLite, generate sample files, process them, print a working curl, serve
+demo: $(BIN)/.installed
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py collectstatic --no-input -v 0
+	@test -n "$$(ls data/input 2>/dev/null)" || $(BIN)/python manage.py generate_sample_data --hours 3 --parts 2
+	$(BIN)/python manage.py update_network_stats
+	$(BIN)/python manage.py create_demo_user --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
+
+## test: the whole suite on SQLite
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+## test-mysql: the same suite on MariaDB/MySQL (MYSQL_URL)
+test-mysql: $(BIN)/.installed
+	DATABASE_URL=$(MYSQL_URL) $(BIN)/python -m pytest
+
+test-all: test test-mysql
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) data db.sqlite3* staticfiles

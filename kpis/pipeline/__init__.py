@@ -1,0 +1,95 @@
+"""The pure part of the service: raw files in, exact KPI state out.
+
+Nothing here imports Django; the data flow is
+file -> :func:`read_records` blocks -> :class:`PartialBuilder` -> :class:`Partial`
+-> ``top_services`` / ``top_cells``. Persisting and scheduling live in
+``kpis.services``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kpis.pipeline.aggregates import IncompatiblePartial, Partial, PartialBuilder, key_id_for
+from kpis.pipeline.files import (
+    HOUR,
+    INTERVAL,
+    INTERVALS_PER_HOUR,
+    InputFile,
+    floor_to_interval,
+    hour_start_for,
+    interval_start_for_epoch_ms,
+    parse_file_name,
+    scan_input_dir,
+)
+from kpis.pipeline.reader import (
+    DEFAULT_BLOCK_BYTES,
+    REQUIRED_COLUMNS,
+    ReadStats,
+    Records,
+    RejectReason,
+    UnreadableFile,
+    read_records,
+    subscriber_hash_key,
+)
+
+
+@dataclass(slots=True)
+class FileOutcome:
+    """The result of reading one file: its state, or why it could not be used."""
+
+    partial: Partial | None
+    stats: ReadStats
+    error: str | None = None
+
+
+def aggregate_file(
+    path: Path,
+    *,
+    hash_key: str,
+    block_size: int = DEFAULT_BLOCK_BYTES,
+    on_block: Callable[[], None] | None = None,
+) -> FileOutcome:
+    """Read one raw file into a :class:`Partial`; an unreadable file gives an error instead.
+
+    Raises ``FileNotFoundError`` if the file disappeared since it was listed.
+    """
+    stats = ReadStats()
+    builder = PartialBuilder(key_id=key_id_for(hash_key))
+    try:
+        for records in read_records(
+            path, hash_key=hash_key, stats=stats, block_size=block_size, on_block=on_block
+        ):
+            builder.add(records)
+    except UnreadableFile as error:
+        return FileOutcome(partial=None, stats=stats, error=str(error))
+    return FileOutcome(partial=builder.build(), stats=stats)
+
+
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "HOUR",
+    "INTERVAL",
+    "INTERVALS_PER_HOUR",
+    "REQUIRED_COLUMNS",
+    "FileOutcome",
+    "IncompatiblePartial",
+    "InputFile",
+    "Partial",
+    "PartialBuilder",
+    "ReadStats",
+    "Records",
+    "RejectReason",
+    "UnreadableFile",
+    "aggregate_file",
+    "floor_to_interval",
+    "hour_start_for",
+    "interval_start_for_epoch_ms",
+    "key_id_for",
+    "parse_file_name",
+    "read_records",
+    "scan_input_dir",
+    "subscriber_hash_key",
+]

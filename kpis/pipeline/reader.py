@@ -1,0 +1,357 @@
+"""Stream one raw CSV file into validated record batches.
+
+A file is parsed in blocks of bounded size by pyarrow, every column as raw
+bytes, and each block is validated with vectorised kernels: a bad row is
+counted under its reason and dropped, the rest goes on. Only a file that
+cannot be parsed at all raises :class:`UnreadableFile`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import hashlib
+import io
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
+MAX_MSISDN_LENGTH = 64
+DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
+_HEADER_LIMIT = 64 * 1024
+_INT64_MAX_DIGITS = b"9223372036854775807"
+
+
+class RejectReason(StrEnum):
+    """Why a row was not counted; the values are stable and shown to operators."""
+
+    WRONG_FIELD_COUNT = "wrong_field_count"
+    MISSING_VALUE = "missing_value"
+    MALFORMED_INTEGER = "malformed_integer"
+    NEGATIVE_INTEGER = "negative_integer"
+    INTEGER_OUT_OF_RANGE = "integer_out_of_range"
+    INVALID_MSISDN = "invalid_msisdn"
+
+
+# Row-level reason codes: 0 means accepted, n means _REASONS[n - 1].
+_REASONS = list(RejectReason)
+_CODE = {reason: number for number, reason in enumerate(_REASONS, start=1)}
+
+
+class UnreadableFile(Exception):
+    """The file as a whole cannot be used; the message says why."""
+
+
+@dataclass(slots=True)
+class Records:
+    """Validated rows of one block, as aligned numpy columns."""
+
+    subscriber: np.ndarray  # uint64 keyed hash of the trimmed msisdn
+    cell_id: np.ndarray  # int64
+    service_id: np.ndarray  # int64
+    total_bytes: np.ndarray  # int64, bytes_uplink + bytes_downlink
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What reading one file found: accepted rows, rejects by reason, content hash."""
+
+    rows_accepted: int = 0
+    rejects: Counter[str] = field(default_factory=Counter)
+    sha256: str = ""
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejects.values())
+
+
+def subscriber_hash_key(secret: str) -> str:
+    """Derive the 16-character SipHash key used to pseudonymise msisdn values."""
+    digest = hashlib.sha256(b"network-analysis/subscriber/" + secret.encode()).digest()
+    return base64.b64encode(digest[:12]).decode("ascii")
+
+
+def read_records(
+    path: Path,
+    *,
+    hash_key: str,
+    stats: ReadStats,
+    block_size: int = DEFAULT_BLOCK_BYTES,
+    on_block: Callable[[], None] | None = None,
+) -> Iterator[Records]:
+    """Yield the valid rows of ``path`` block by block, counting rejects in ``stats``.
+
+    ``stats.sha256`` is the hash of the file's bytes as stored, complete once
+    the iterator is exhausted. Raises :class:`UnreadableFile` when the file
+    cannot be parsed (missing column, not CSV, broken gzip).
+    """
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is done
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(f"cannot open the file: {error.strerror}") from error
+    with raw:
+        hashing = _HashingReader(raw)
+        buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
+        stream: IO[bytes] = (
+            gzip.GzipFile(fileobj=buffered, mode="rb") if path.name.endswith(".gz") else buffered
+        )
+        try:
+            yield from _read_stream(stream, hash_key, stats, block_size, on_block)
+            # Drain what the parser did not need, so that the hash covers the whole file.
+            while stream.read(1024 * 1024):
+                pass
+        except (OSError, EOFError, zlib.error) as error:
+            raise UnreadableFile(f"cannot decompress or read the file: {error}") from error
+        except pa.ArrowInvalid as error:
+            raise UnreadableFile(f"not a readable CSV file: {error}") from error
+        stats.sha256 = hashing.hexdigest()
+
+
+def _read_stream(
+    stream: IO[bytes],
+    hash_key: str,
+    stats: ReadStats,
+    block_size: int,
+    on_block: Callable[[], None] | None,
+) -> Iterator[Records]:
+    header_line, rest = _split_header(stream)
+    positions = _required_positions(header_line)
+    width = len(_parse_header(header_line))
+    if not rest.strip():
+        rest += stream.read(64 * 1024)
+        if not rest.strip():
+            return  # a header-only file is valid and empty
+
+    def count_ragged(_row: Any) -> str:
+        stats.rejects[RejectReason.WRONG_FIELD_COUNT] += 1
+        return "skip"
+
+    names = [f"f{index}" for index in range(width)]
+    reader = pacsv.open_csv(
+        _PrefixedReader(rest, stream),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=[names[positions[column]] for column in REQUIRED_COLUMNS],
+            column_types={names[positions[c]]: pa.binary() for c in REQUIRED_COLUMNS},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    for batch in reader:
+        if on_block is not None:
+            on_block()
+        if batch.num_rows == 0:
+            continue
+        records, reason_codes = _validate(batch, hash_key)
+        if reason_codes is not None:
+            counts = np.bincount(reason_codes, minlength=len(_REASONS) + 1)
+            for number, reason in enumerate(_REASONS, start=1):
+                if counts[number]:
+                    stats.rejects[reason] += int(counts[number])
+        stats.rows_accepted += len(records.cell_id)
+        if len(records.cell_id):
+            yield records
+
+
+def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
+    """Read the header row; return it and the bytes already read past it."""
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = stream.read(64 * 1024)
+        if not chunk:
+            break
+        buffer += chunk
+        if len(buffer) > _HEADER_LIMIT and b"\n" not in buffer[:_HEADER_LIMIT]:
+            raise UnreadableFile("no header row within the first 64 KiB: not a CSV file")
+    if not buffer.strip():
+        raise UnreadableFile("empty file: no header row")
+    line, _, rest = buffer.partition(b"\n")
+    return line.rstrip(b"\r"), rest
+
+
+def _parse_header(line: bytes) -> list[str]:
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnreadableFile("the header row is not UTF-8 text") from None
+    try:
+        return [name.strip().lower() for name in next(csv.reader([text]))]
+    except (csv.Error, StopIteration) as error:
+        raise UnreadableFile(f"the header row is not CSV: {error}") from None
+
+
+def _required_positions(line: bytes) -> dict[str, int]:
+    names = _parse_header(line)
+    missing = [column for column in REQUIRED_COLUMNS if column not in names]
+    if missing:
+        raise UnreadableFile(
+            "missing required column(s): "
+            + ", ".join(missing)
+            + f" (header has: {', '.join(names)[:200]})"
+        )
+    repeated = sorted({column for column in REQUIRED_COLUMNS if names.count(column) > 1})
+    if repeated:
+        raise UnreadableFile("column(s) appear more than once: " + ", ".join(repeated))
+    return {column: names.index(column) for column in REQUIRED_COLUMNS}
+
+
+def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray | None]:
+    """Check every field of a block; return the good rows and per-row reason codes."""
+    subscriber, msisdn_codes = _subscriber_hashes(batch.column(0), hash_key)
+    cell_id, cell_codes = _parse_non_negative(batch.column(1))
+    service_id, service_codes = _parse_non_negative(batch.column(2))
+    uplink, uplink_codes = _parse_non_negative(batch.column(3))
+    downlink, downlink_codes = _parse_non_negative(batch.column(4))
+    total = uplink + downlink  # both below 2**63: a wrapped sum shows as negative
+    overflow = total < 0
+
+    reason_codes: np.ndarray | None = None
+    for codes in (msisdn_codes, cell_codes, service_codes, uplink_codes, downlink_codes):
+        if codes is None:
+            continue
+        if reason_codes is None:
+            reason_codes = codes.copy()
+        else:
+            # The first problem in column order names the row's reason.
+            np.copyto(reason_codes, codes, where=reason_codes == 0)
+    if overflow.any():
+        if reason_codes is None:
+            reason_codes = np.zeros(len(total), dtype=np.uint8)
+        reason_codes[(reason_codes == 0) & overflow] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
+
+    if reason_codes is None:
+        return Records(subscriber, cell_id, service_id, total), None
+    keep = reason_codes == 0
+    return (
+        Records(subscriber[keep], cell_id[keep], service_id[keep], total[keep]),
+        reason_codes,
+    )
+
+
+def _subscriber_hashes(column: pa.Array, hash_key: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hash each trimmed msisdn with a keyed SipHash; flag empty or invalid ones.
+
+    Work is done once per distinct value of the block, not once per row.
+    """
+    encoded = pc.dictionary_encode(column)
+    distinct = encoded.dictionary
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    try:
+        text = distinct.cast(pa.string())
+    except pa.ArrowInvalid:
+        text = pa.array([_utf8_or_none(value) for value in distinct.to_pylist()], pa.string())
+    not_utf8 = pc.is_null(text).to_numpy(zero_copy_only=False)
+    trimmed = pc.fill_null(pc.utf8_trim_whitespace(text), "")
+    length = pc.utf8_length(trimmed).to_numpy(zero_copy_only=False)
+    control = _mask(pc.match_substring_regex(trimmed, r"[\x00-\x1f\x7f]"))
+    codes = np.zeros(len(distinct), dtype=np.uint8)
+    codes[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
+    codes[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
+    hashes = pd.util.hash_array(
+        trimmed.to_numpy(zero_copy_only=False),
+        hash_key=hash_key,
+        categorize=False,
+    )
+    row_codes = codes[indices]
+    return hashes[indices], (row_codes if row_codes.any() else None)
+
+
+def _utf8_or_none(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _parse_non_negative(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse decimal integers in 0..2**63-1; return values and per-row reason codes."""
+    try:
+        text = column.cast(pa.string())
+        if pc.all(pc.utf8_is_digit(text)).as_py():
+            return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), None
+    except pa.ArrowInvalid:
+        pass  # not UTF-8, or beyond int64: sort it out row by row
+    return _parse_non_negative_rows(column)
+
+
+def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    trimmed = pc.replace_substring_regex(column, r"^[ \t]+|[ \t]+$", "")
+    digits = _mask(pc.match_substring_regex(trimmed, r"^[0-9]+$"))
+    negative = _mask(pc.match_substring_regex(trimmed, r"^-[0-9]+$"))
+    empty = pc.binary_length(trimmed).to_numpy(zero_copy_only=False) == 0
+    canonical = pc.replace_substring_regex(trimmed, r"^0+([0-9])", r"\1")
+    length = pc.binary_length(canonical).to_numpy(zero_copy_only=False)
+    above_max = _mask(pc.greater(canonical, pa.scalar(_INT64_MAX_DIGITS, pa.binary())))
+    too_large = digits & ((length > 19) | ((length == 19) & above_max))
+
+    codes = np.full(len(column), _CODE[RejectReason.MALFORMED_INTEGER], dtype=np.uint8)
+    codes[negative] = _CODE[RejectReason.NEGATIVE_INTEGER]
+    codes[empty] = _CODE[RejectReason.MISSING_VALUE]
+    codes[digits] = 0
+    codes[too_large] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
+    good = codes == 0
+    values = pc.cast(
+        pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
+        pa.int64(),
+    ).to_numpy(zero_copy_only=False)
+    return values, codes
+
+
+def _mask(array: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+class _HashingReader(io.RawIOBase):
+    """A raw reader that hashes every byte it hands out."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self._digest.update(memoryview(buffer)[:count])
+        return count or 0
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _PrefixedReader(io.RawIOBase):
+    """Serve ``prefix`` first, then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: IO[bytes]) -> None:
+        self._prefix = memoryview(prefix)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            count = min(len(buffer), len(self._prefix))
+            buffer[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

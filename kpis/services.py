@@ -1,0 +1,615 @@
+"""Every write of the service: process intervals, roll up hours, hold the run lock.
+
+The flow of one run (:func:`network_stats_update`):
+scan the folder -> find intervals with new or changed files -> read those
+files (pure pipeline) -> persist each interval in one transaction -> roll up
+every hour that is due and touched. Work grows with the new files only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from kpis.models import (
+    FileState,
+    InputFileRecord,
+    InputFileStatus,
+    IntervalLedger,
+    IntervalType,
+    RunLock,
+)
+from kpis.pipeline import (
+    HOUR,
+    INTERVAL,
+    FileOutcome,
+    InputFile,
+    Partial,
+    aggregate_file,
+    hour_start_for,
+    key_id_for,
+    scan_input_dir,
+)
+from kpis.registry import KPIS
+
+logger = logging.getLogger("kpis.update")
+
+UPDATE_LOCK_NAME = "update_network_stats"
+# MySQL refuses packets above max_allowed_packet (16 MiB by default).
+STATE_SLICE_BYTES = 4 * 1024 * 1024
+_HEARTBEAT_EVERY_SECONDS = 30.0
+
+
+class LockBusy(Exception):
+    """Another run holds the update lock."""
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Everything one run needs to know; built by the command from settings and options."""
+
+    input_dir: Path
+    now: datetime
+    top_n: int
+    grace: timedelta
+    hash_key: str
+    block_size: int
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def reprocess(self) -> bool:
+        """A range was named: recompute it from its files even if nothing changed."""
+        return self.since is not None or self.until is not None
+
+
+@dataclass
+class IntervalResult:
+    """What processing one interval did, for logs and progress."""
+
+    start: datetime
+    interval: IntervalType
+    revision: int
+    files_read: int
+    files_failed: int
+    files_duplicate: int
+    rows_accepted: int
+    rows_rejected: int
+    rows_changed: bool
+
+    def log_line(self) -> str:
+        kind = "interval" if self.interval == IntervalType.FIVE_MINUTES else "hour"
+        return (
+            f"{kind}={self.start:%Y-%m-%dT%H:%MZ} revision={self.revision} "
+            f"files_read={self.files_read} files_failed={self.files_failed} "
+            f"files_duplicate={self.files_duplicate} rows_accepted={self.rows_accepted} "
+            f"rows_rejected={self.rows_rejected} changed={'yes' if self.rows_changed else 'no'}"
+        )
+
+
+@dataclass
+class RunSummary:
+    """Totals of one run, printed as its last line."""
+
+    intervals_processed: int = 0
+    intervals_changed: int = 0
+    files_read: int = 0
+    files_failed: int = 0
+    files_duplicate: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    hours_rolled_up: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def add_interval(self, result: IntervalResult) -> None:
+        self.intervals_processed += 1
+        self.intervals_changed += int(result.rows_changed)
+        self.files_read += result.files_read
+        self.files_failed += result.files_failed
+        self.files_duplicate += result.files_duplicate
+        self.rows_accepted += result.rows_accepted
+        self.rows_rejected += result.rows_rejected
+
+    def line(self) -> str:
+        return (
+            f"intervals processed: {self.intervals_processed} "
+            f"(changed: {self.intervals_changed}), files read: {self.files_read}, "
+            f"files failed: {self.files_failed}, duplicates: {self.files_duplicate}, "
+            f"rows accepted: {self.rows_accepted}, rows rejected: {self.rows_rejected}, "
+            f"hours rolled up: {self.hours_rolled_up}"
+        )
+
+
+class Observer:
+    """Hooks a caller can override to show progress; the default does nothing."""
+
+    def planned(self, *, intervals: int) -> None:
+        """Called once with the number of intervals this run will process."""
+
+    def interval_done(self, result: IntervalResult) -> None:
+        """Called after each interval (or hour) is committed."""
+
+
+# --- the run lock ------------------------------------------------------------
+
+
+def _holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` is a process of this host that no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def run_lock_acquire(*, name: str, holder: str, stale_after: timedelta) -> bool:
+    """Take the named lease if it is free, stale, or held by a dead local process."""
+    try:
+        RunLock.objects.get_or_create(name=name)
+    except IntegrityError:
+        pass  # created by a concurrent run a moment ago
+    now = timezone.now()
+    free = Q(holder="") | Q(heartbeat_at__lt=now - stale_after)
+    if RunLock.objects.filter(free, name=name).update(holder=holder, heartbeat_at=now):
+        return True
+    current = RunLock.objects.filter(name=name).values_list("holder", flat=True).first()
+    if current and _holder_is_dead(current):
+        # Compare-and-swap on the old holder: of several contenders, one wins.
+        taken = RunLock.objects.filter(name=name, holder=current).update(
+            holder=holder, heartbeat_at=now
+        )
+        if taken:
+            logger.warning("took over the lock of a run that died: %s", current)
+        return bool(taken)
+    return False
+
+
+def run_lock_heartbeat(*, name: str, holder: str) -> None:
+    """Renew the lease; raise if another run has taken it over meanwhile."""
+    if not RunLock.objects.filter(name=name, holder=holder).update(heartbeat_at=timezone.now()):
+        raise LockBusy("the update lock was taken over by another run")
+
+
+def run_lock_release(*, name: str, holder: str) -> None:
+    RunLock.objects.filter(name=name, holder=holder).update(holder="", heartbeat_at=None)
+
+
+@contextmanager
+def run_lock(*, stale_after: timedelta, name: str = UPDATE_LOCK_NAME) -> Iterator[Callable[[], None]]:
+    """Hold the update lock for the block; yield a rate-limited heartbeat function."""
+    holder = _holder_id()
+    if not run_lock_acquire(name=name, holder=holder, stale_after=stale_after):
+        raise LockBusy("another update_network_stats run is in progress")
+    last = time.monotonic()
+
+    def heartbeat() -> None:
+        nonlocal last
+        if time.monotonic() - last >= _HEARTBEAT_EVERY_SECONDS:
+            run_lock_heartbeat(name=name, holder=holder)
+            last = time.monotonic()
+
+    try:
+        yield heartbeat
+    finally:
+        run_lock_release(name=name, holder=holder)
+
+
+# --- stored file state -------------------------------------------------------
+
+
+def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
+    """Replace the stored state of a counted file, cut into packet-sized slices."""
+    FileState.objects.filter(file=record).delete()
+    data = partial.to_bytes()
+    FileState.objects.bulk_create(
+        FileState(file=record, seq=seq, data=data[offset : offset + STATE_SLICE_BYTES])
+        for seq, offset in enumerate(range(0, len(data), STATE_SLICE_BYTES))
+    )
+
+
+def file_state_load(*, record: InputFileRecord) -> Partial:
+    slices = FileState.objects.filter(file=record).order_by("seq").values_list("data", flat=True)
+    return Partial.from_bytes(b"".join(bytes(piece) for piece in slices))
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- one interval ------------------------------------------------------------
+
+
+def _kpi_rows_replace(
+    *, start: datetime, interval: IntervalType, partial: Partial, top_n: int
+) -> bool:
+    """Replace the KPI rows of one interval; return whether they changed."""
+    end = start + (INTERVAL if interval == IntervalType.FIVE_MINUTES else HOUR)
+    changed = False
+    for kpi in KPIS:
+        ranked = kpi.rank(partial, top_n)
+        existing = kpi.model.objects.of_interval(start=start, interval=interval)
+        before = list(existing.values_list(kpi.key_field, kpi.value_field))
+        if sorted(before) == sorted(ranked):
+            continue
+        changed = True
+        existing.delete()
+        kpi.model.objects.bulk_create(
+            kpi.model(
+                interval_start_timestamp=start,
+                interval_end_timestamp=end,
+                interval=interval,
+                **{kpi.key_field: key, kpi.value_field: value},
+            )
+            for key, value in ranked
+        )
+    return changed
+
+
+def _record_outcome(
+    *,
+    record: InputFileRecord,
+    outcome: FileOutcome,
+    revision: int,
+) -> None:
+    """Fill a file's ledger row from what reading it found; save its state if counted."""
+    record.rows_accepted = outcome.stats.rows_accepted
+    record.rows_rejected = outcome.stats.rows_rejected
+    record.rejects = {str(reason): count for reason, count in sorted(outcome.stats.rejects.items())}
+    record.sha256 = outcome.stats.sha256
+    record.error = outcome.error or ""
+    record.duplicate_of = ""
+    record.interval_revision = revision
+    record.processed_at = timezone.now()
+    record.missing_since = None
+    if outcome.error is not None:
+        record.status = InputFileStatus.FAILED
+    else:
+        original = (
+            InputFileRecord.objects.filter(
+                sha256=record.sha256, status=InputFileStatus.COUNTED, rows_accepted__gt=0
+            )
+            .exclude(pk=record.pk)
+            .values_list("name", flat=True)
+            .first()
+            if record.rows_accepted
+            else None
+        )
+        if original is not None:
+            # The same content under another name: a re-delivery, never counted twice.
+            record.status = InputFileStatus.DUPLICATE
+            record.duplicate_of = original
+        else:
+            record.status = InputFileStatus.COUNTED
+    record.save()
+    if record.status == InputFileStatus.COUNTED:
+        assert outcome.partial is not None
+        file_state_save(record=record, partial=outcome.partial)
+    else:
+        FileState.objects.filter(file=record).delete()
+
+
+def interval_persist(
+    *,
+    start: datetime,
+    on_disk: list[InputFile],
+    outcomes: dict[str, FileOutcome],
+    config: UpdateConfig,
+    cache: dict[str, Partial],
+) -> IntervalResult:
+    """Record the files read for one interval and recompute its rows, in one transaction.
+
+    ``outcomes`` holds the files read in this run; every other counted file of
+    the interval contributes its stored state, so a late file never needs the
+    older ones re-read and a vanished file is never lost.
+    """
+    key_id = key_id_for(config.hash_key)
+    with transaction.atomic():
+        ledger, _ = IntervalLedger.objects.select_for_update().get_or_create(
+            interval=IntervalType.FIVE_MINUTES,
+            interval_start_timestamp=start,
+            defaults={"interval_end_timestamp": start + INTERVAL},
+        )
+        revision = ledger.revision + 1
+        records = {
+            record.name: record
+            for record in InputFileRecord.objects.filter(interval_start_timestamp=start)
+        }
+        by_name = {input_file.name: input_file for input_file in on_disk}
+        for name, outcome in outcomes.items():
+            input_file = by_name[name]
+            record = records.get(name) or InputFileRecord(
+                name=name, interval_start_timestamp=start
+            )
+            record.size = input_file.size
+            record.mtime_ns = input_file.mtime_ns
+            _record_outcome(record=record, outcome=outcome, revision=revision)
+            records[name] = record
+            if record.status == InputFileStatus.COUNTED and outcome.partial is not None:
+                cache[name] = outcome.partial
+
+        now = timezone.now()
+        for name, record in records.items():
+            if name not in by_name and record.missing_since is None:
+                record.missing_since = now
+                record.save(update_fields=["missing_since"])
+                logger.warning(
+                    "file %s is gone from the input folder; its counts are kept", name
+                )
+
+        counted = [r for r in records.values() if r.status == InputFileStatus.COUNTED]
+        partial = Partial.merge(
+            (cache.get(r.name) or _cache_put(cache, r) for r in counted), key_id=key_id
+        )
+        changed = _kpi_rows_replace(
+            start=start, interval=IntervalType.FIVE_MINUTES, partial=partial, top_n=config.top_n
+        )
+        _ledger_fill(ledger, records.values())
+        ledger.revision = revision
+        ledger.processed_at = now
+        ledger.save()
+        hour, _ = IntervalLedger.objects.get_or_create(
+            interval=IntervalType.ONE_HOUR,
+            interval_start_timestamp=hour_start_for(start),
+            defaults={"interval_end_timestamp": hour_start_for(start) + HOUR},
+        )
+        if not hour.needs_rollup:
+            hour.needs_rollup = True
+            hour.save(update_fields=["needs_rollup"])
+
+    read = [outcome for outcome in outcomes.values()]
+    return IntervalResult(
+        start=start,
+        interval=IntervalType.FIVE_MINUTES,
+        revision=revision,
+        files_read=len(read),
+        files_failed=sum(1 for name in outcomes if records[name].status == InputFileStatus.FAILED),
+        files_duplicate=sum(
+            1 for name in outcomes if records[name].status == InputFileStatus.DUPLICATE
+        ),
+        rows_accepted=sum(outcome.stats.rows_accepted for outcome in read),
+        rows_rejected=sum(outcome.stats.rows_rejected for outcome in read),
+        rows_changed=changed,
+    )
+
+
+def _cache_put(cache: dict[str, Partial], record: InputFileRecord) -> Partial:
+    partial = file_state_load(record=record)
+    cache[record.name] = partial
+    return partial
+
+
+def _ledger_fill(ledger: IntervalLedger, records: object) -> None:
+    """Sum the ledger figures of the given file records into ``ledger``."""
+    statuses: Counter[str] = Counter()
+    rejects: Counter[str] = Counter()
+    accepted = rejected = missing = 0
+    for record in records:  # type: ignore[attr-defined]
+        statuses[record.status] += 1
+        missing += record.missing_since is not None
+        if record.status == InputFileStatus.COUNTED:
+            accepted += record.rows_accepted
+            rejected += record.rows_rejected
+            rejects.update(record.rejects)
+    ledger.files_counted = statuses[InputFileStatus.COUNTED]
+    ledger.files_failed = statuses[InputFileStatus.FAILED]
+    ledger.files_duplicate = statuses[InputFileStatus.DUPLICATE]
+    ledger.files_missing = missing
+    ledger.rows_accepted = accepted
+    ledger.rows_rejected = rejected
+    ledger.rejects = dict(sorted(rejects.items()))
+
+
+# --- one hour ----------------------------------------------------------------
+
+
+def hour_roll_up(*, hour_start: datetime, config: UpdateConfig, cache: dict[str, Partial]) -> IntervalResult:
+    """Recompute an hour's rows exactly from the state of all its counted files."""
+    key_id = key_id_for(config.hash_key)
+    hour_end = hour_start + HOUR
+    with transaction.atomic():
+        ledger, _ = IntervalLedger.objects.select_for_update().get_or_create(
+            interval=IntervalType.ONE_HOUR,
+            interval_start_timestamp=hour_start,
+            defaults={"interval_end_timestamp": hour_end},
+        )
+        records = list(
+            InputFileRecord.objects.filter(
+                interval_start_timestamp__gte=hour_start, interval_start_timestamp__lt=hour_end
+            )
+        )
+        counted = [r for r in records if r.status == InputFileStatus.COUNTED]
+        partial = Partial.merge(
+            (cache.get(r.name) or file_state_load(record=r) for r in counted), key_id=key_id
+        )
+        changed = _kpi_rows_replace(
+            start=hour_start, interval=IntervalType.ONE_HOUR, partial=partial, top_n=config.top_n
+        )
+        _ledger_fill(ledger, records)
+        ledger.intervals_processed = IntervalLedger.objects.filter(
+            interval=IntervalType.FIVE_MINUTES,
+            interval_start_timestamp__gte=hour_start,
+            interval_start_timestamp__lt=hour_end,
+            revision__gt=0,
+        ).count()
+        ledger.revision += 1
+        ledger.needs_rollup = False
+        ledger.processed_at = timezone.now()
+        ledger.save()
+    return IntervalResult(
+        start=hour_start,
+        interval=IntervalType.ONE_HOUR,
+        revision=ledger.revision,
+        files_read=0,
+        files_failed=ledger.files_failed,
+        files_duplicate=ledger.files_duplicate,
+        rows_accepted=ledger.rows_accepted,
+        rows_rejected=ledger.rows_rejected,
+        rows_changed=changed,
+    )
+
+
+# --- one run -----------------------------------------------------------------
+
+
+def _is_due(end: datetime, config: UpdateConfig) -> bool:
+    return config.now >= end + config.grace
+
+
+def _in_range(start: datetime, config: UpdateConfig) -> bool:
+    if config.since is not None and start < config.since:
+        return False
+    return config.until is None or start < config.until
+
+
+def _dirty_files(due: list[InputFile], config: UpdateConfig) -> list[InputFile]:
+    """The due files that are new, or whose content changed since they were read."""
+    known: dict[str, InputFileRecord] = {}
+    names = [f.name for f in due]
+    for offset in range(0, len(names), 500):
+        batch = names[offset : offset + 500]
+        known.update(InputFileRecord.objects.in_bulk(batch, field_name="name"))
+    dirty = []
+    for input_file in due:
+        record = known.get(input_file.name)
+        if record is None or config.reprocess:
+            dirty.append(input_file)
+            continue
+        if record.missing_since is not None:
+            record.missing_since = None  # it came back
+            record.save(update_fields=["missing_since"])
+        if (record.size, record.mtime_ns) == (input_file.size, input_file.mtime_ns):
+            continue
+        if record.size == input_file.size and record.sha256:
+            try:
+                same = _sha256_of(input_file.path) == record.sha256
+            except FileNotFoundError:
+                continue
+            if same:  # touched, not changed: remember the new time and move on
+                record.mtime_ns = input_file.mtime_ns
+                record.save(update_fields=["mtime_ns"])
+                continue
+        logger.info("file %s changed since it was read; its interval is recomputed", input_file.name)
+        dirty.append(input_file)
+    return dirty
+
+
+def _read_files(
+    files: list[InputFile], config: UpdateConfig, heartbeat: Callable[[], None]
+) -> dict[str, FileOutcome]:
+    outcomes: dict[str, FileOutcome] = {}
+    for input_file in files:
+        try:
+            outcome = aggregate_file(
+                input_file.path,
+                hash_key=config.hash_key,
+                block_size=config.block_size,
+                on_block=heartbeat,
+            )
+        except FileNotFoundError:
+            logger.warning("file %s disappeared before it could be read", input_file.name)
+            continue
+        if outcome.error is not None:
+            logger.error("file %s failed: %s", input_file.name, outcome.error)
+        outcomes[input_file.name] = outcome
+    return outcomes
+
+
+def network_stats_update(
+    *,
+    config: UpdateConfig,
+    heartbeat: Callable[[], None] = lambda: None,
+    observer: Observer | None = None,
+) -> RunSummary:
+    """Process every due interval with new or changed files, then roll up due hours."""
+    observer = observer or Observer()
+    summary = RunSummary()
+    on_disk = [
+        f
+        for f in scan_input_dir(config.input_dir)
+        if _is_due(f.interval_start + INTERVAL, config) and _in_range(f.interval_start, config)
+    ]
+    files_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
+    for input_file in on_disk:
+        files_by_interval[input_file.interval_start].append(input_file)
+
+    dirty_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
+    for input_file in _dirty_files(on_disk, config):
+        dirty_by_interval[input_file.interval_start].append(input_file)
+    intervals_by_hour: dict[datetime, list[datetime]] = defaultdict(list)
+    for start in sorted(dirty_by_interval):
+        intervals_by_hour[hour_start_for(start)].append(start)
+    observer.planned(intervals=len(dirty_by_interval))
+
+    for hour_start, starts in sorted(intervals_by_hour.items()):
+        # File states of this hour stay in memory until it is rolled up, then go.
+        cache: dict[str, Partial] = {}
+        for start in starts:
+            heartbeat()
+            outcomes = _read_files(dirty_by_interval[start], config, heartbeat)
+            result = interval_persist(
+                start=start,
+                on_disk=files_by_interval[start],
+                outcomes=outcomes,
+                config=config,
+                cache=cache,
+            )
+            summary.add_interval(result)
+            summary.failures.extend(
+                f"{name}: {outcome.error}" for name, outcome in outcomes.items() if outcome.error
+            )
+            logger.info(result.log_line())
+            observer.interval_done(result)
+        if _is_due(hour_start + HOUR, config):
+            _hour_finish(hour_start, config, cache, summary, observer)
+
+    # Hours whose intervals were processed by earlier runs and that are due now.
+    pending = IntervalLedger.objects.filter(
+        interval=IntervalType.ONE_HOUR,
+        needs_rollup=True,
+        interval_start_timestamp__lte=config.now - config.grace - HOUR,
+    ).values_list("interval_start_timestamp", flat=True)
+    for hour_start in sorted(pending):
+        if _in_range(hour_start, config) or not config.reprocess:
+            _hour_finish(hour_start, config, {}, summary, observer)
+    return summary
+
+
+def _hour_finish(
+    hour_start: datetime,
+    config: UpdateConfig,
+    cache: dict[str, Partial],
+    summary: RunSummary,
+    observer: Observer,
+) -> None:
+    result = hour_roll_up(hour_start=hour_start, config=config, cache=cache)
+    summary.hours_rolled_up += 1
+    logger.info(result.log_line())
+    observer.interval_done(result)

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real input folder, file writers, and a way to run the command."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from kpis.sampledata import file_name
+
+HEADER = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
+Row = Sequence[object]
+
+
+def utc(text: str) -> datetime:
+    """A UTC datetime from 'YYYY-MM-DDTHH:MM'."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def csv_bytes(rows: Iterable[Row], header: Sequence[str] = HEADER) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+@dataclass
+class InputFolder:
+    """A real folder of raw files for one test."""
+
+    path: Path
+
+    def write(
+        self,
+        interval_start: str,
+        rows: Iterable[Row],
+        *,
+        part: int = 0,
+        header: Sequence[str] = HEADER,
+        gzipped: bool = False,
+    ) -> Path:
+        """Write part ``part`` of the interval starting at ``interval_start`` (UTC)."""
+        name = file_name(interval_start=utc(interval_start), part=part, gzipped=gzipped)
+        return self.write_raw(name, csv_bytes(rows, header), gzipped=gzipped)
+
+    def write_raw(self, name: str, data: bytes, *, gzipped: bool = False) -> Path:
+        path = self.path / name
+        path.write_bytes(gzip.compress(data) if gzipped else data)
+        return path
+
+
+@pytest.fixture
+def input_folder(tmp_path: Path) -> InputFolder:
+    folder = tmp_path / "input"
+    folder.mkdir()
+    return InputFolder(folder)
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_update(input_folder: InputFolder) -> Callable[..., RunResult]:
+    """Run ``update_network_stats`` in-process against the test input folder."""
+
+    def run(now: str, *extra: str) -> RunResult:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            call_command(
+                "update_network_stats",
+                "--now",
+                now,
+                "--input-dir",
+                str(input_folder.path),
+                *extra,
+                stdout=out,
+                stderr=err,
+            )
+            code = 0
+        except CommandError as error:
+            code = error.returncode
+            err.write(str(error))
+        return RunResult(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database, for commands run as subprocesses."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"mysql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}"
+
+
+def command_process(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
+    """Start ``manage.py`` with ``args`` in a separate process on the test database."""
+    full_env = {**os.environ, "DATABASE_URL": database_url(), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )

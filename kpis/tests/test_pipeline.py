@@ -1,0 +1,247 @@
+"""The pure pipeline on tiny real files, without a database."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from kpis.pipeline import (
+    Partial,
+    RejectReason,
+    aggregate_file,
+    interval_start_for_epoch_ms,
+    key_id_for,
+    parse_file_name,
+    scan_input_dir,
+    subscriber_hash_key,
+)
+from kpis.pipeline.aggregates import IncompatiblePartial
+from kpis.tests.conftest import HEADER, InputFolder, csv_bytes, utc
+
+KEY = subscriber_hash_key("k" * 40)
+
+
+def read(path: Path, **kwargs: object) -> Partial:
+    outcome = aggregate_file(path, hash_key=KEY, **kwargs)  # type: ignore[arg-type]
+    assert outcome.error is None, outcome.error
+    assert outcome.partial is not None
+    return outcome.partial
+
+
+class TestFileNames:
+    def test_it_parses_the_contract_example(self) -> None:
+        assert parse_file_name("network.records-1626566720000.0.csv") == 1626566720000
+        assert parse_file_name("network.records-1626566720000.12.csv.gz") == 1626566720000
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "network.records-1626566720000.0.csv.tmp",
+            "README",
+            "network.records-162656672000.0.csv",  # 12 digits
+            "network.records-1626566720000.csv",
+            "../network.records-1626566720000.0.csv",
+            "network.records-1626566720000.0.CSV",
+            "network.records-1626566720000.0.csv.gz.part",
+        ],
+    )
+    def test_it_ignores_other_names(self, name: str) -> None:
+        assert parse_file_name(name) is None
+
+    def test_files_closed_in_the_next_five_minutes_belong_to_the_interval(self) -> None:
+        # 00:05:00.000 to 00:09:59.999 all belong to 00:00-00:05.
+        first = int(utc("2021-07-18T00:05").timestamp() * 1000)
+        assert interval_start_for_epoch_ms(first) == utc("2021-07-18T00:00")
+        assert interval_start_for_epoch_ms(first + 299_999) == utc("2021-07-18T00:00")
+        assert interval_start_for_epoch_ms(first + 300_000) == utc("2021-07-18T00:05")
+        assert interval_start_for_epoch_ms(first - 1) == utc("2021-07-17T23:55")
+
+    def test_scan_lists_only_regular_contract_files_in_order(
+        self, input_folder: InputFolder, tmp_path: Path
+    ) -> None:
+        later = input_folder.write("2021-07-18T00:05", [])
+        earlier = input_folder.write("2021-07-18T00:00", [], part=1)
+        (input_folder.path / "notes.txt").write_text("x")
+        (input_folder.path / (later.name + ".tmp")).write_text("x")
+        outside = tmp_path / "secret.csv"
+        outside.write_text("msisdn\n")
+        os.symlink(outside, input_folder.path / "network.records-1626566720000.7.csv")
+        (input_folder.path / "network.records-1626566720000.8.csv").mkdir()
+
+        found = scan_input_dir(input_folder.path)
+
+        assert [f.name for f in found] == [earlier.name, later.name]
+        assert found[0].interval_start == utc("2021-07-18T00:00")
+        assert found[0].size == earlier.stat().st_size
+
+
+class TestReading:
+    def test_it_sums_bytes_per_service_and_counts_distinct_users_per_cell(
+        self, input_folder: InputFolder
+    ) -> None:
+        path = input_folder.write(
+            "2021-07-18T00:00",
+            [
+                ("491700000001", 10, 1, 100, 1000),
+                ("491700000001", 10, 2, 5, 5),
+                ("491700000002", 10, 1, 1, 1),
+                ("491700000001", 20, 1, 3, 4),
+                (" 491700000001 ", 20, 3, 0, 0),  # the same subscriber, trimmed
+            ],
+        )
+        partial = read(path)
+        assert partial.service_bytes == {1: 1109, 2: 10, 3: 0}
+        assert partial.top_services(2) == [(1, 1109), (2, 10)]
+        assert partial.top_cells(5) == [(10, 2), (20, 1)]
+
+    def test_columns_may_come_in_any_order_with_extra_columns(
+        self, input_folder: InputFolder
+    ) -> None:
+        header = ("extra", "bytes_downlink", "Cell_ID", "msisdn", "bytes_uplink", "service_id")
+        path = input_folder.write(
+            "2021-07-18T00:00", [("x", 7, 5, "+4917", 3, 9)], header=header
+        )
+        partial = read(path)
+        assert partial.service_bytes == {9: 10}
+        assert partial.top_cells(1) == [(5, 1)]
+
+    def test_byte_counts_above_two_to_the_31_stay_exact(self, input_folder: InputFolder) -> None:
+        big = 160_000_000_000
+        path = input_folder.write(
+            "2021-07-18T00:00", [("a", 1, 1, big, big + 1), ("b", 1, 1, 2**62, 0)]
+        )
+        assert read(path).service_bytes == {1: 2 * big + 1 + 2**62}
+
+    def test_a_header_only_file_is_valid_and_empty(self, input_folder: InputFolder) -> None:
+        outcome = aggregate_file(input_folder.write("2021-07-18T00:00", []), hash_key=KEY)
+        assert outcome.error is None
+        assert outcome.stats.rows_accepted == 0
+        assert outcome.partial is not None and outcome.partial.top_cells(3) == []
+
+    def test_gzipped_files_read_like_plain_ones(self, input_folder: InputFolder) -> None:
+        rows = [("a", 1, 1, 1, 1), ("b", 2, 2, 2, 2)]
+        plain = read(input_folder.write("2021-07-18T00:00", rows))
+        zipped = read(input_folder.write("2021-07-18T00:00", rows, part=1, gzipped=True))
+        assert plain.service_bytes == zipped.service_bytes
+        assert plain.top_cells(3) == zipped.top_cells(3)
+
+    def test_bad_rows_are_rejected_by_reason_and_the_rest_counted(
+        self, input_folder: InputFolder
+    ) -> None:
+        data = csv_bytes(
+            [
+                ("ok", 1, 1, 10, 10),
+                ("short", 1, 1),
+                ("", 1, 1, 1, 1),
+                ("m", "", 1, 1, 1),
+                ("m", "x1", 1, 1, 1),
+                ("m", "0x10", 1, 1, 1),
+                ("m", 1, 1, "1.5", 1),
+                ("m", 1, 1, -1, 1),
+                ("m", 1, 1, 1, 2**63),
+                ("m", 1, 1, 2**63 - 1, 1),  # each fits, the sum does not
+                ("bad\x01id", 1, 1, 1, 1),
+                ("x" * 65, 1, 1, 1, 1),
+                ("ok2", " 2 ", "0003", 5, 5),
+            ]
+        )
+        data += "caf\u00e9,1,1,1,1\n".encode("latin-1")  # not UTF-8
+        outcome = aggregate_file(input_folder.write_raw("a.records-1626566720000.0.csv", data), hash_key=KEY)
+
+        assert outcome.error is None
+        assert outcome.stats.rows_accepted == 2
+        assert dict(outcome.stats.rejects) == {
+            RejectReason.WRONG_FIELD_COUNT: 1,
+            RejectReason.MISSING_VALUE: 2,
+            RejectReason.MALFORMED_INTEGER: 3,
+            RejectReason.NEGATIVE_INTEGER: 1,
+            RejectReason.INTEGER_OUT_OF_RANGE: 2,
+            RejectReason.INVALID_MSISDN: 3,
+        }
+        assert outcome.partial is not None
+        assert outcome.partial.service_bytes == {1: 20, 3: 10}
+        assert outcome.partial.top_cells(3) == [(1, 1), (2, 1)]
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (b"", "empty file"),
+            (b"msisdn,cell_id,service_id,bytes_uplink\n1,2,3,4\n", "missing required column(s): bytes_downlink"),
+            (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 10, "header row is not UTF-8"),
+            (
+                b"msisdn,msisdn,cell_id,service_id,bytes_uplink,bytes_downlink\n",
+                "more than once: msisdn",
+            ),
+        ],
+        ids=["empty", "missing-column", "binary", "repeated-column"],
+    )
+    def test_an_unreadable_file_reports_why(
+        self, input_folder: InputFolder, content: bytes, message: str
+    ) -> None:
+        path = input_folder.write_raw("network.records-1626566720000.0.csv", content)
+        outcome = aggregate_file(path, hash_key=KEY)
+        assert outcome.partial is None
+        assert outcome.error is not None and message in outcome.error
+
+    def test_a_truncated_gzip_file_fails_as_a_whole(self, input_folder: InputFolder) -> None:
+        data = gzip.compress(csv_bytes([("a", 1, 1, 1, 1)] * 5000))
+        path = input_folder.write_raw("network.records-1626566720000.0.csv.gz", data[: len(data) // 2])
+        outcome = aggregate_file(path, hash_key=KEY)
+        assert outcome.partial is None
+        assert outcome.error is not None and "decompress" in outcome.error
+
+    def test_small_blocks_give_the_same_result_as_one_block(self, input_folder: InputFolder) -> None:
+        rows = [(f"s{i % 37}", i % 11, i % 5, i, 2 * i) for i in range(20_000)]
+        path = input_folder.write("2021-07-18T00:00", rows)
+        whole = read(path)
+        blocks = read(path, block_size=64 * 1024)
+        assert whole.service_bytes == blocks.service_bytes
+        assert whole.top_cells(20) == blocks.top_cells(20)
+
+    def test_the_content_hash_covers_the_stored_bytes(self, input_folder: InputFolder) -> None:
+        import hashlib
+
+        path = input_folder.write("2021-07-18T00:00", [("a", 1, 1, 1, 1)], gzipped=True)
+        outcome = aggregate_file(path, hash_key=KEY)
+        assert outcome.stats.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TestPartials:
+    def test_merging_counts_a_subscriber_once_per_cell(self, input_folder: InputFolder) -> None:
+        first = read(input_folder.write("2021-07-18T00:00", [("a", 1, 1, 5, 5), ("b", 1, 2, 1, 1)]))
+        second = read(
+            input_folder.write("2021-07-18T00:05", [("a", 1, 2, 7, 0), ("c", 2, 1, 1, 0)])
+        )
+        merged = Partial.merge([first, second], key_id=key_id_for(KEY))
+        assert merged.service_bytes == {1: 11, 2: 9}
+        assert merged.top_cells(3) == [(1, 2), (2, 1)]
+
+    def test_ties_go_to_the_smaller_id(self) -> None:
+        partial = Partial(key_id="k", service_bytes={5: 10, 3: 10, 9: 11})
+        assert partial.top_services(3) == [(9, 11), (3, 10), (5, 10)]
+
+    def test_a_partial_survives_serialisation(self, input_folder: InputFolder) -> None:
+        partial = read(input_folder.write("2021-07-18T00:00", [("a", 1, 1, 2**62, 5), ("b", 3, 2, 1, 1)]))
+        restored = Partial.from_bytes(partial.to_bytes())
+        assert restored.service_bytes == partial.service_bytes
+        assert restored.top_cells(3) == partial.top_cells(3)
+        assert restored.key_id == partial.key_id
+
+    def test_state_made_with_another_key_is_refused(self, input_folder: InputFolder) -> None:
+        partial = read(input_folder.write("2021-07-18T00:00", [("a", 1, 1, 1, 1)]))
+        with pytest.raises(IncompatiblePartial):
+            Partial.merge([partial], key_id=key_id_for(subscriber_hash_key("other" * 10)))
+
+    def test_stored_state_holds_no_msisdn_in_the_clear(self, input_folder: InputFolder) -> None:
+        partial = read(input_folder.write("2021-07-18T00:00", [("491799887766", 1, 1, 1, 1)]))
+        assert b"491799887766" not in partial.to_bytes()
+
+
+def test_intervals_are_five_minutes_apart() -> None:
+    start = interval_start_for_epoch_ms(1626566720000)
+    assert interval_start_for_epoch_ms(1626566720000 + 300_000) - start == timedelta(minutes=5)
+    assert HEADER[0] == "msisdn"

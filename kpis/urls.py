@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from kpis import views
+
+urlpatterns = [
+    # /api/KPIs/
+    path("KPIs/", views.KpiListView.as_view(), name="kpi-list"),
+    # /api/KPIs/<id>/ ; any text is accepted so that an unknown id gets a JSON 404
+    path("KPIs/<str:kpi_id>/", views.KpiRowsView.as_view(), name="kpi-rows"),
+    # /api/intervals/
+    path("intervals/", views.IntervalLedgerView.as_view(), name="interval-ledger"),
+]

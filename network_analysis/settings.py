@@ -1,0 +1,169 @@
+"""Settings for Network-Analysis, read from the environment.
+
+With no environment at all this runs on SQLite in the project folder; every
+variable is documented in ``.env.example`` and the README.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from network_analysis.env import (
+    database_from_url,
+    env_secret,
+    envbool,
+    envint,
+    envlist,
+    envstr,
+    sqlite_database,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(envstr("KPI_DATA_DIR", str(BASE_DIR / "data")))
+
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", DATA_DIR / "secret_key")
+DEBUG = envbool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "kpis",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files (admin, browsable API) without a separate web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "network_analysis.urls"
+WSGI_APPLICATION = "network_analysis.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = envstr("DATABASE_URL", "")
+DATABASES = {
+    "default": (
+        database_from_url(_database_url, base_dir=BASE_DIR)
+        if _database_url
+        else sqlite_database(BASE_DIR / "db.sqlite3")
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LOGIN_URL = "admin:login"
+
+# Production hardening; each is off by default so that plain-HTTP development
+# on 127.0.0.1 works, and `check --deploy` passes once they are set.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("DJANGO_BEHIND_HTTPS_PROXY", False) else None
+)
+SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- The KPI pipeline -------------------------------------------------------
+KPI_INPUT_DIR = Path(envstr("KPI_INPUT_DIR", str(BASE_DIR / "data" / "input")))
+KPI_TOP_N = envint("KPI_TOP_N", 3, minimum=1)
+KPI_GRACE_SECONDS = envint("KPI_GRACE_SECONDS", 60, minimum=0)
+KPI_API_PUBLIC = envbool("KPI_API_PUBLIC", False)
+# Keys the pseudonymous subscriber hashes kept for exact hourly roll-ups. It
+# must stay the same for the life of the data: a new key makes old and new
+# hashes of one subscriber differ.
+KPI_SUBSCRIBER_KEY = env_secret("KPI_SUBSCRIBER_KEY", DATA_DIR / "subscriber_key")
+# A run whose heartbeat is older than this is presumed dead and its lock taken over.
+KPI_LOCK_STALE_SECONDS = envint("KPI_LOCK_STALE_SECONDS", 900, minimum=30)
+# Bytes of CSV parsed at a time: bounds memory whatever the file size.
+KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=64 * 1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first, so that anonymous requests get 401 with WWW-Authenticate.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.AllowAny"
+        if KPI_API_PUBLIC
+        else "rest_framework.permissions.IsAuthenticated"
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
+        "user": envstr("KPI_API_THROTTLE_USER", "6000/minute"),
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": envstr("KPI_LOG_LEVEL", "WARNING").upper()},
+    "loggers": {
+        "kpis": {
+            "handlers": ["console"],
+            "level": envstr("KPI_LOG_LEVEL", "INFO").upper(),
+            "propagate": False,
+        },
+    },
+}
