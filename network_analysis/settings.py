@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "kpis",
 ]
 
@@ -139,6 +141,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
         "rest_framework.throttling.UserRateThrottle",
@@ -147,6 +150,17 @@ REST_FRAMEWORK = {
         "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
         "user": envstr("KPI_API_THROTTLE_USER", "6000/minute"),
     },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Network-Analysis KPI API",
+    "DESCRIPTION": "Five-minute and hourly network KPIs computed from probe files.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the sidecar package's static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
