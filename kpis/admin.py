@@ -15,7 +15,7 @@ from kpis.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows come from the pipeline only; the admin shows them."""
 
     # COUNT(*) on a table of years of rows is slow; skip the full count.
@@ -37,7 +37,13 @@ _TIME_FILTERS = ("interval", ("interval_start_timestamp", admin.DateFieldListFil
 
 @admin.register(ServiceTrafficVolume)
 class ServiceTrafficVolumeAdmin(ReadOnlyAdmin):
-    list_display = ("interval_start_timestamp", "interval_end_timestamp", "interval", "service_id", "total_bytes")
+    list_display = (
+        "interval_start_timestamp",
+        "interval_end_timestamp",
+        "interval",
+        "service_id",
+        "total_bytes",
+    )
     list_filter = _TIME_FILTERS
     ordering = ("-interval_start_timestamp", "interval", "-total_bytes")
     search_fields = ("=service_id",)

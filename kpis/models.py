@@ -200,6 +200,9 @@ class FileState(models.Model):
             models.UniqueConstraint(fields=["file", "seq"], name="file_state_unique_slice")
         ]
 
+    def __str__(self) -> str:
+        return f"state slice {self.seq} of file {self.file_id}"
+
 
 class RunLock(models.Model):
     """A lease that lets only one ``update_network_stats`` run work at a time."""

@@ -44,7 +44,9 @@ def _zipf_weights(count: int, exponent: float) -> np.ndarray:
 def sample_table(population: Population, *, rows: int, stream_seed: list[int]) -> pa.Table:
     """Draw ``rows`` usage records; ``stream_seed`` makes each file differ reproducibly."""
     base = np.random.default_rng(population.seed)
-    home_cell = base.choice(population.cells, size=population.subscribers, p=_zipf_weights(population.cells, 0.8))
+    home_cell = base.choice(
+        population.cells, size=population.subscribers, p=_zipf_weights(population.cells, 0.8)
+    )
     activity = _zipf_weights(population.subscribers, 0.6)
     base.shuffle(activity)
 
@@ -53,7 +55,9 @@ def sample_table(population: Population, *, rows: int, stream_seed: list[int]) -
     # Most records come from the home cell, the rest from a few neighbours.
     roaming = rng.random(rows) < 0.3
     offset = rng.integers(-3, 4, size=rows)
-    cell = np.where(roaming, (home_cell[subscriber] + offset) % population.cells, home_cell[subscriber])
+    cell = np.where(
+        roaming, (home_cell[subscriber] + offset) % population.cells, home_cell[subscriber]
+    )
     service = rng.choice(population.services, size=rows, p=_zipf_weights(population.services, 1.1))
     scale = np.exp(rng.normal(10.0, 2.0, size=rows))
     downlink = np.minimum(scale * rng.uniform(1.0, 8.0, size=rows), 5e11).astype(np.int64)

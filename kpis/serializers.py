@@ -26,7 +26,7 @@ class CellUniqueUsersSerializer(serializers.ModelSerializer[CellUniqueUsers]):
         fields = [*_ROW_FIELDS, "cell_id", "number_of_unique_users"]
 
 
-ROW_SERIALIZERS: dict[type[KpiRow], type[serializers.ModelSerializer]] = {  # type: ignore[type-arg]
+ROW_SERIALIZERS: dict[type[KpiRow], type[serializers.ModelSerializer]] = {
     ServiceTrafficVolume: ServiceTrafficVolumeSerializer,
     CellUniqueUsers: CellUniqueUsersSerializer,
 }

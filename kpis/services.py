@@ -8,6 +8,7 @@ every hour that is due and touched. Work grows with the new files only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -168,10 +169,8 @@ def _holder_is_dead(holder: str) -> bool:
 
 def run_lock_acquire(*, name: str, holder: str, stale_after: timedelta) -> bool:
     """Take the named lease if it is free, stale, or held by a dead local process."""
-    try:
+    with contextlib.suppress(IntegrityError):  # created by a concurrent run a moment ago
         RunLock.objects.get_or_create(name=name)
-    except IntegrityError:
-        pass  # created by a concurrent run a moment ago
     now = timezone.now()
     free = Q(holder="") | Q(heartbeat_at__lt=now - stale_after)
     if RunLock.objects.filter(free, name=name).update(holder=holder, heartbeat_at=now):
@@ -199,7 +198,9 @@ def run_lock_release(*, name: str, holder: str) -> None:
 
 
 @contextmanager
-def run_lock(*, stale_after: timedelta, name: str = UPDATE_LOCK_NAME) -> Iterator[Callable[[], None]]:
+def run_lock(
+    *, stale_after: timedelta, name: str = UPDATE_LOCK_NAME
+) -> Iterator[Callable[[], None]]:
     """Hold the update lock for the block; yield a rate-limited heartbeat function."""
     holder = _holder_id()
     if not run_lock_acquire(name=name, holder=holder, stale_after=stale_after):
@@ -345,9 +346,7 @@ def interval_persist(
         by_name = {input_file.name: input_file for input_file in on_disk}
         for name, outcome in outcomes.items():
             input_file = by_name[name]
-            record = records.get(name) or InputFileRecord(
-                name=name, interval_start_timestamp=start
-            )
+            record = records.get(name) or InputFileRecord(name=name, interval_start_timestamp=start)
             record.size = input_file.size
             record.mtime_ns = input_file.mtime_ns
             _record_outcome(record=record, outcome=outcome, revision=revision)
@@ -360,9 +359,7 @@ def interval_persist(
             if name not in by_name and record.missing_since is None:
                 record.missing_since = now
                 record.save(update_fields=["missing_since"])
-                logger.warning(
-                    "file %s is gone from the input folder; its counts are kept", name
-                )
+                logger.warning("file %s is gone from the input folder; its counts are kept", name)
 
         counted = [r for r in records.values() if r.status == InputFileStatus.COUNTED]
         partial = Partial.merge(
@@ -384,7 +381,7 @@ def interval_persist(
             hour.needs_rollup = True
             hour.save(update_fields=["needs_rollup"])
 
-    read = [outcome for outcome in outcomes.values()]
+    read = list(outcomes.values())
     return IntervalResult(
         start=start,
         interval=IntervalType.FIVE_MINUTES,
@@ -430,7 +427,9 @@ def _ledger_fill(ledger: IntervalLedger, records: object) -> None:
 # --- one hour ----------------------------------------------------------------
 
 
-def hour_roll_up(*, hour_start: datetime, config: UpdateConfig, cache: dict[str, Partial]) -> IntervalResult:
+def hour_roll_up(
+    *, hour_start: datetime, config: UpdateConfig, cache: dict[str, Partial]
+) -> IntervalResult:
     """Recompute an hour's rows exactly from the state of all its counted files."""
     key_id = key_id_for(config.hash_key)
     hour_end = hour_start + HOUR
@@ -516,7 +515,9 @@ def _dirty_files(due: list[InputFile], config: UpdateConfig) -> list[InputFile]:
                 record.mtime_ns = input_file.mtime_ns
                 record.save(update_fields=["mtime_ns"])
                 continue
-        logger.info("file %s changed since it was read; its interval is recomputed", input_file.name)
+        logger.info(
+            "file %s changed since it was read; its interval is recomputed", input_file.name
+        )
         dirty.append(input_file)
     return dirty
 

@@ -26,7 +26,7 @@ class KpiListView(APIView):
         return Response(data)
 
 
-class KpiRowsView(generics.ListAPIView):  # type: ignore[type-arg]
+class KpiRowsView(generics.ListAPIView):
     """The rows of one KPI, ordered by time, interval type, then rank."""
 
     filterset_class = IntervalFilter
@@ -49,7 +49,7 @@ class KpiRowsView(generics.ListAPIView):  # type: ignore[type-arg]
         return ROW_SERIALIZERS[self.get_kpi().model]
 
 
-class IntervalLedgerView(generics.ListAPIView):  # type: ignore[type-arg]
+class IntervalLedgerView(generics.ListAPIView):
     """What was processed per interval and hour, with completeness flags."""
 
     serializer_class = IntervalLedgerSerializer

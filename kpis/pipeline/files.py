@@ -85,7 +85,9 @@ def scan_input_dir(directory: Path) -> list[InputFile]:
             if epoch_ms is None:
                 continue
             if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-                logger.warning("Skipping %s: not a regular file (links are not followed)", entry.name)
+                logger.warning(
+                    "Skipping %s: not a regular file (links are not followed)", entry.name
+                )
                 continue
             try:
                 stat = entry.stat(follow_symlinks=False)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -106,8 +106,9 @@ def read_records(
     with raw:
         hashing = _HashingReader(raw)
         buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
-        stream: IO[bytes] = (
-            gzip.GzipFile(fileobj=buffered, mode="rb") if path.name.endswith(".gz") else buffered
+        stream = cast(
+            IO[bytes],
+            gzip.GzipFile(fileobj=buffered, mode="rb") if path.name.endswith(".gz") else buffered,
         )
         try:
             yield from _read_stream(stream, hash_key, stats, block_size, on_block)

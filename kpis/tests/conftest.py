@@ -113,7 +113,9 @@ def database_url() -> str:
     return f"mysql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}"
 
 
-def command_process(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
+def command_process(
+    *args: str, env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
     """Start ``manage.py`` with ``args`` in a separate process on the test database."""
     full_env = {**os.environ, "DATABASE_URL": database_url(), **(env or {})}
     return subprocess.Popen(

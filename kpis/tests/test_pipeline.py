@@ -102,9 +102,7 @@ class TestReading:
         self, input_folder: InputFolder
     ) -> None:
         header = ("extra", "bytes_downlink", "Cell_ID", "msisdn", "bytes_uplink", "service_id")
-        path = input_folder.write(
-            "2021-07-18T00:00", [("x", 7, 5, "+4917", 3, 9)], header=header
-        )
+        path = input_folder.write("2021-07-18T00:00", [("x", 7, 5, "+4917", 3, 9)], header=header)
         partial = read(path)
         assert partial.service_bytes == {9: 10}
         assert partial.top_cells(1) == [(5, 1)]
@@ -150,7 +148,9 @@ class TestReading:
             ]
         )
         data += "caf\u00e9,1,1,1,1\n".encode("latin-1")  # not UTF-8
-        outcome = aggregate_file(input_folder.write_raw("a.records-1626566720000.0.csv", data), hash_key=KEY)
+        outcome = aggregate_file(
+            input_folder.write_raw("a.records-1626566720000.0.csv", data), hash_key=KEY
+        )
 
         assert outcome.error is None
         assert outcome.stats.rows_accepted == 2
@@ -170,7 +170,10 @@ class TestReading:
         ("content", "message"),
         [
             (b"", "empty file"),
-            (b"msisdn,cell_id,service_id,bytes_uplink\n1,2,3,4\n", "missing required column(s): bytes_downlink"),
+            (
+                b"msisdn,cell_id,service_id,bytes_uplink\n1,2,3,4\n",
+                "missing required column(s): bytes_downlink",
+            ),
             (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 10, "header row is not UTF-8"),
             (
                 b"msisdn,msisdn,cell_id,service_id,bytes_uplink,bytes_downlink\n",
@@ -189,12 +192,16 @@ class TestReading:
 
     def test_a_truncated_gzip_file_fails_as_a_whole(self, input_folder: InputFolder) -> None:
         data = gzip.compress(csv_bytes([("a", 1, 1, 1, 1)] * 5000))
-        path = input_folder.write_raw("network.records-1626566720000.0.csv.gz", data[: len(data) // 2])
+        path = input_folder.write_raw(
+            "network.records-1626566720000.0.csv.gz", data[: len(data) // 2]
+        )
         outcome = aggregate_file(path, hash_key=KEY)
         assert outcome.partial is None
         assert outcome.error is not None and "decompress" in outcome.error
 
-    def test_small_blocks_give_the_same_result_as_one_block(self, input_folder: InputFolder) -> None:
+    def test_small_blocks_give_the_same_result_as_one_block(
+        self, input_folder: InputFolder
+    ) -> None:
         rows = [(f"s{i % 37}", i % 11, i % 5, i, 2 * i) for i in range(20_000)]
         path = input_folder.write("2021-07-18T00:00", rows)
         whole = read(path)
@@ -225,7 +232,9 @@ class TestPartials:
         assert partial.top_services(3) == [(9, 11), (3, 10), (5, 10)]
 
     def test_a_partial_survives_serialisation(self, input_folder: InputFolder) -> None:
-        partial = read(input_folder.write("2021-07-18T00:00", [("a", 1, 1, 2**62, 5), ("b", 3, 2, 1, 1)]))
+        partial = read(
+            input_folder.write("2021-07-18T00:00", [("a", 1, 1, 2**62, 5), ("b", 3, 2, 1, 1)])
+        )
         restored = Partial.from_bytes(partial.to_bytes())
         assert restored.service_bytes == partial.service_bytes
         assert restored.top_cells(3) == partial.top_cells(3)

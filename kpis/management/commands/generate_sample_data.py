@@ -25,11 +25,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--hours", type=float, default=3, help="Hours of data (default 3).")
         parser.add_argument("--parts", type=int, default=1, help="Files per interval (default 1).")
-        parser.add_argument("--rows", type=int, default=20_000, help="Rows per file (default 20000).")
-        parser.add_argument("--subscribers", type=int, default=20_000, help="Distinct msisdn values.")
+        parser.add_argument(
+            "--rows", type=int, default=20_000, help="Rows per file (default 20000)."
+        )
+        parser.add_argument(
+            "--subscribers", type=int, default=20_000, help="Distinct msisdn values."
+        )
         parser.add_argument("--cells", type=int, default=500, help="Distinct cell ids.")
         parser.add_argument("--services", type=int, default=30, help="Distinct service ids.")
-        parser.add_argument("--seed", type=int, default=1, help="Random seed (same seed, same files).")
+        parser.add_argument(
+            "--seed", type=int, default=1, help="Random seed (same seed, same files)."
+        )
         parser.add_argument("--gzip", action="store_true", help="Write .csv.gz files.")
         parser.add_argument(
             "--output-dir", type=Path, default=None, help="Target folder (default KPI_INPUT_DIR)."

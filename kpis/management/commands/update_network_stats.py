@@ -31,7 +31,9 @@ def parse_moment(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise CommandError(f"{value!r} is not an ISO 8601 time, e.g. 2021-07-18T01:05:00Z") from None
+        raise CommandError(
+            f"{value!r} is not an ISO 8601 time, e.g. 2021-07-18T01:05:00Z"
+        ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
