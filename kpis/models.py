@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -13,7 +14,7 @@ class IntervalType(models.IntegerChoices):
     ONE_HOUR = 2, "one hour"
 
 
-class KpiRowQuerySet(models.QuerySet["KpiRow"]):
+class KpiRowQuerySet(models.QuerySet[Any]):
     def of_interval(self, *, start: datetime, interval: IntervalType) -> KpiRowQuerySet:
         return self.filter(interval_start_timestamp=start, interval=interval)
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, transaction
 
+from kpis.models import IntervalType
 from kpis.pipeline import subscriber_hash_key
 from kpis.services import (
     IntervalResult,
@@ -51,7 +52,7 @@ class _ProgressObserver(Observer):
             self._bar = tqdm(total=intervals, unit="interval", file=sys.stderr, leave=False)
 
     def interval_done(self, result: IntervalResult) -> None:
-        if self._bar is not None and result.interval == 1:
+        if self._bar is not None and result.interval == IntervalType.FIVE_MINUTES:
             self._bar.update(1)
 
     def close(self) -> None:
