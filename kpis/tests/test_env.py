@@ -1,0 +1,120 @@
+"""Settings from the environment: typed, defaulted, and loud about bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from network_analysis.env import database_from_url, env_secret, envbool, envint, envlist
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("On", True),
+        ("0", False),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+        ("", True),
+    ],
+)
+def test_booleans_accept_the_usual_spellings(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool
+) -> None:
+    monkeypatch.setenv("FLAG", raw)
+    assert envbool("FLAG", True) is expected
+
+
+def test_a_malformed_boolean_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPI_API_PUBLIC", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="KPI_API_PUBLIC='maybe' is not a boolean"):
+        envbool("KPI_API_PUBLIC", False)
+
+
+def test_integers_are_checked_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPI_TOP_N", "5")
+    assert envint("KPI_TOP_N", 3, minimum=1) == 5
+    monkeypatch.setenv("KPI_TOP_N", "0")
+    with pytest.raises(ImproperlyConfigured, match="KPI_TOP_N=0 must be at least 1"):
+        envint("KPI_TOP_N", 3, minimum=1)
+    monkeypatch.setenv("KPI_TOP_N", "3.5")
+    with pytest.raises(ImproperlyConfigured, match="KPI_TOP_N='3.5' is not a whole number"):
+        envint("KPI_TOP_N", 3, minimum=1)
+    monkeypatch.delenv("KPI_TOP_N")
+    assert envint("KPI_TOP_N", 3) == 3
+
+
+def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTS", " a.example , b.example,, ")
+    assert envlist("HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_a_missing_secret_is_generated_once_and_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SOME_SECRET", raising=False)
+    first = env_secret("SOME_SECRET", tmp_path / "secret")
+    assert len(first) >= 50
+    assert env_secret("SOME_SECRET", tmp_path / "secret") == first
+    assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SOME_SECRET", "short")
+    with pytest.raises(ImproperlyConfigured, match="SOME_SECRET must be at least 32"):
+        env_secret("SOME_SECRET", tmp_path / "secret")
+
+
+def test_a_mysql_url_becomes_a_strict_utf8mb4_database(tmp_path: Path) -> None:
+    db = database_from_url("mysql://kpi:p%40ss@db.internal:3307/network", base_dir=tmp_path)
+    assert db["ENGINE"] == "django.db.backends.mysql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "network",
+        "kpi",
+        "p@ss",
+        "db.internal",
+        "3307",
+    )
+    assert db["OPTIONS"]["charset"] == "utf8mb4"
+    assert "STRICT_TRANS_TABLES" in db["OPTIONS"]["init_command"]
+
+
+def test_a_sqlite_url_is_relative_to_the_project(tmp_path: Path) -> None:
+    db = database_from_url("sqlite:///kpis.sqlite3", base_dir=tmp_path)
+    assert db["NAME"] == str(tmp_path / "kpis.sqlite3")
+    assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
+    assert (
+        database_from_url("sqlite:////var/lib/kpis.db", base_dir=tmp_path)["NAME"]
+        == "/var/lib/kpis.db"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgres://x/y", "scheme 'postgres' is not supported"),
+        ("mysql://root@localhost:3306/", "needs a database name"),
+        ("mysql://root@localhost:port/db", "port is not a number"),
+        ("sqlite://", "needs a file path"),
+    ],
+)
+def test_a_bad_database_url_is_refused(tmp_path: Path, url: str, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
+        database_from_url(url, base_dir=tmp_path)
+
+
+@pytest.mark.django_db
+def test_sqlite_runs_in_wal_mode_so_readers_never_wait() -> None:
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite setting")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
