@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -403,12 +403,12 @@ def _cache_put(cache: dict[str, Partial], record: InputFileRecord) -> Partial:
     return partial
 
 
-def _ledger_fill(ledger: IntervalLedger, records: object) -> None:
+def _ledger_fill(ledger: IntervalLedger, records: Iterable[InputFileRecord]) -> None:
     """Sum the ledger figures of the given file records into ``ledger``."""
     statuses: Counter[str] = Counter()
     rejects: Counter[str] = Counter()
     accepted = rejected = missing = 0
-    for record in records:  # type: ignore[attr-defined]
+    for record in records:
         statuses[record.status] += 1
         missing += record.missing_since is not None
         if record.status == InputFileStatus.COUNTED:
