@@ -492,7 +492,9 @@ def _dirty_files(due: list[InputFile], config: UpdateConfig) -> list[InputFile]:
     """The due files that are new, or whose content changed since they were read."""
     known: dict[str, InputFileRecord] = {}
     names = [f.name for f in due]
-    fingerprint = InputFileRecord.objects.only("name", "size", "mtime_ns", "sha256", "missing_since")
+    fingerprint = InputFileRecord.objects.only(
+        "name", "size", "mtime_ns", "sha256", "missing_since"
+    )
     for offset in range(0, len(names), 900):  # under SQLite's bound-parameter limit
         known.update(fingerprint.in_bulk(names[offset : offset + 900], field_name="name"))
     dirty = []

@@ -35,7 +35,8 @@ class Command(BaseCommand):
                     f"Demo user: {user.username}   password: {password}",
                     f"Dashboard and admin: {base}/  {base}/admin/",
                     "Try the API:",
-                    f"  curl -s -H 'Authorization: Token {token.key}' '{base}/api/KPIs/1/?interval=2'",
+                    f"  curl -s -H 'Authorization: Token {token.key}' \\\n"
+                    f"    '{base}/api/KPIs/1/?interval=2'",
                     "",
                 ]
             )
