@@ -126,3 +126,61 @@ def command_process(
         text=True,
         **popen,
     )
+
+
+@dataclass
+class GeneratedData:
+    """Sample files written by ``generate_sample_data`` and processed by the update command."""
+
+    input_dir: Path
+    start: datetime
+    now: datetime
+    update_exit_code: int
+
+
+@pytest.fixture
+def generated_data(input_folder: InputFolder) -> GeneratedData:
+    """90 minutes of generated files (two parts each), one bad file and one file with bad rows.
+
+    The first hour is complete; the second is due but has only six intervals.
+    """
+    start, now = utc("2021-07-18T00:00"), utc("2021-07-18T03:00")
+    call_command(
+        "generate_sample_data",
+        "--start",
+        start.isoformat(),
+        "--hours",
+        "1.5",
+        "--parts",
+        "2",
+        "--rows",
+        "400",
+        "--subscribers",
+        "300",
+        "--cells",
+        "40",
+        "--output-dir",
+        str(input_folder.path),
+        stdout=io.StringIO(),
+    )
+    input_folder.write(
+        "2021-07-18T00:10", [("4917000001", "7", "3", "10", "x"), ("", "7", "3", "1", "1")], part=5
+    )
+    input_folder.write_raw(
+        file_name(interval_start=utc("2021-07-18T00:20"), part=6), b"not,a,contract\n1,2,3\n"
+    )
+    try:
+        call_command(
+            "update_network_stats",
+            "--now",
+            now.isoformat(),
+            "--input-dir",
+            str(input_folder.path),
+            "--no-progress",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+        code = 0
+    except CommandError as error:
+        code = error.returncode
+    return GeneratedData(input_folder.path, start, now, code)
