@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Max, QuerySet
+from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
@@ -191,14 +194,42 @@ class IntervalLedgerView(_CsvExportMixin, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+# Chart titles for the dashboard; a KPI without one is titled by its name.
+_CHART_TITLES = {
+    "ServiceTrafficVolume": "Total bytes of the top services",
+    "CellUniqueUsers": "Unique users of the top cells",
+}
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """The charts page; its script reads the API with the visitor's session."""
-    latest = IntervalLedger.objects.filter(interval=IntervalType.FIVE_MINUTES).aggregate(
-        end=Max("interval_end_timestamp")
-    )["end"]
+    span = IntervalLedger.objects.filter(interval=IntervalType.FIVE_MINUTES).aggregate(
+        start=Min("interval_start_timestamp"), end=Max("interval_end_timestamp")
+    )
+    kpis = [
+        {
+            "id": kpi.id,
+            "name": kpi.name,
+            "title": _CHART_TITLES.get(kpi.name, kpi.name),
+            "key": kpi.key_field,
+            "value": kpi.value_field,
+            "url": reverse("kpi-rows", kwargs={"kpi_id": kpi.id}),
+        }
+        for kpi in KPIS
+    ]
+    config = {
+        "kpis": kpis,
+        "intervalsUrl": reverse("interval-ledger"),
+        "earliestStart": _iso(span["start"]),
+        "latestEnd": _iso(span["end"]),
+    }
     return render(
         request,
         "kpis/dashboard.html",
-        {"kpis": KPIS, "latest_end": latest.strftime("%Y-%m-%dT%H:%M:%SZ") if latest else ""},
+        {"kpis": kpis, "top_n": settings.KPI_TOP_N, "config": config},
     )
