@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles import finders
 from jsonschema import ValidationError
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
@@ -135,3 +138,17 @@ def test_a_row_of_the_wrong_shape_would_not_conform(
     response.content = json.dumps(body).encode()
     with pytest.raises(ValidationError, match="msisdn"):
         _assert_conforms(spec, "/api/KPIs/{kpi_id}/", "get", response)
+
+
+def test_swagger_ui_loads_only_static_files_shipped_with_the_project() -> None:
+    response = APIClient().get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
+    prefix = "/" + settings.STATIC_URL.lstrip("/")
+    for asset in assets:
+        assert asset.startswith(prefix), asset
+        assert finders.find(asset.removeprefix(prefix)), asset
+    assert "/api/schema/" in html
