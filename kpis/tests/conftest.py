@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -184,3 +186,13 @@ def generated_data(input_folder: InputFolder) -> GeneratedData:
     except CommandError as error:
         code = error.returncode
     return GeneratedData(input_folder.path, start, now, code)
+
+
+def shipped_assets(html: str) -> list[str]:
+    """The scripts and styles a page loads; fails unless each is a static file of the project."""
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', html)
+    prefix = "/" + settings.STATIC_URL.lstrip("/")
+    for asset in assets:
+        assert asset.startswith(prefix), f"{asset} is not served by the project"
+        assert finders.find(asset.removeprefix(prefix)), f"{asset} is not a static file"
+    return assets

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -12,7 +11,6 @@ from typing import cast
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.staticfiles import finders
 from django.db.models import Max
 from django.test import Client
 from selenium import webdriver
@@ -23,7 +21,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
-from kpis.tests.conftest import GeneratedData, utc
+from kpis.tests.conftest import GeneratedData, shipped_assets, utc
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -73,17 +71,26 @@ def log_in(driver: WebDriver, base_url: str, username: str) -> None:
     driver.find_element(By.ID, "id_username").send_keys(username)
     driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(driver, 30).until(lambda d: d.current_url == base_url + "/")
+
+
+def page_state(driver: WebDriver) -> dict[str, str]:
+    """The dashboard's state, read in one script call so that no element can go stale."""
+    return dict(
+        driver.execute_script(
+            "return {state: document.body.dataset.state || '', "
+            "loads: document.body.dataset.loads || '0', "
+            "status: document.getElementById('status').textContent};"
+        )
+    )
 
 
 def wait_for_load(driver: WebDriver, count: int) -> None:
     def loaded(d: WebDriver) -> bool:
-        state = d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
-        if state == "error":
-            raise AssertionError(d.find_element(By.ID, "status").text)
-        return bool(
-            state == "ready"
-            and d.execute_script("return document.body.dataset.loads") == str(count)
-        )
+        state = page_state(d)
+        if state["state"] == "error":
+            raise AssertionError(state["status"])
+        return state["state"] == "ready" and state["loads"] == str(count)
 
     WebDriverWait(driver, 30).until(loaded)
 
@@ -186,9 +193,7 @@ def test_the_dashboard_says_so_when_there_is_no_data(
     operator: str, browser: webdriver.Chrome, live_server: object
 ) -> None:
     log_in(browser, live_server.url, operator)  # type: ignore[attr-defined]
-    WebDriverWait(browser, 30).until(
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "empty"
-    )
+    WebDriverWait(browser, 30).until(lambda d: page_state(d)["state"] == "empty")
     assert browser.find_element(By.ID, "empty").is_displayed()
     assert "No KPI data yet" in browser.find_element(By.ID, "empty").text
     assert not browser.find_element(By.ID, "content").is_displayed()
@@ -207,10 +212,10 @@ def test_anonymous_visitors_are_sent_to_the_admin_login(client: Client) -> None:
 def test_the_page_loads_its_scripts_and_styles_from_the_project_only(
     admin_client: Client,
 ) -> None:
-    html = admin_client.get("/").content.decode()
-    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
-    assert any(asset.endswith("chart.umd.min.js") for asset in assets)
-    prefix = "/" + settings.STATIC_URL.lstrip("/")
-    for asset in assets:
-        assert asset.startswith(prefix), asset
-        assert finders.find(asset.removeprefix(prefix)), asset
+    assets = shipped_assets(admin_client.get("/").content.decode())
+
+    assert {asset.rsplit("/", 1)[1] for asset in assets} == {
+        "chart.umd.min.js",
+        "dashboard.js",
+        "dashboard.css",
+    }
