@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
+from django.conf import settings
 
 from kpis.models import IntervalLedger, ServiceTrafficVolume
-from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
+from kpis.tests.conftest import InputFolder, RunResult, command_process, database_url, utc
 
 NOW = "2021-07-18T02:00:00Z"
 ROWS = [
@@ -154,3 +160,32 @@ def test_since_until_re_reads_a_range_even_when_size_and_time_are_unchanged(
         interval=1, interval_start_timestamp=utc("2021-07-18T00:05")
     )
     assert untouched.revision == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_by_hand_on_a_terminal_shows_a_progress_bar(
+    two_intervals_and_a_bad_file: InputFolder,
+) -> None:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(settings.BASE_DIR) / "manage.py"),
+            "update_network_stats",
+            *("--now", NOW, "--input-dir", str(two_intervals_and_a_bad_file.path)),
+        ],
+        env={**os.environ, "DATABASE_URL": database_url()},
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO once the command has closed the terminal
+        while chunk := os.read(controller, 4096):
+            chunks.append(chunk)
+    os.close(controller)
+    process.communicate(timeout=300)
+
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "0/3 [" in shown
+    assert "interval" in shown
