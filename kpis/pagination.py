@@ -33,3 +33,21 @@ class OptionalLimitOffsetPagination(LimitOffsetPagination):
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
         self.get_offset(request)  # a malformed offset is an error even without a limit
         return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """For the schema: the plain list, or the page envelope when ``limit`` is given."""
+        envelope = super().get_paginated_response_schema(schema)
+        envelope["required"] = ["count", "next", "previous", "results"]
+        for link in ("next", "previous"):
+            envelope["properties"][link].pop("example", None)
+        return {"oneOf": [schema, envelope]}
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        """For the schema: ``limit`` and ``offset`` with the bounds enforced above."""
+        parameters = super().get_schema_operation_parameters(view)
+        minimum = {self.limit_query_param: 1, self.offset_query_param: 0}
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = minimum[parameter["name"]]
+            if parameter["name"] == self.limit_query_param:
+                parameter["description"] += f" Values above {self.max_limit} are capped."
+        return parameters

@@ -1,7 +1,8 @@
-"""API representations of KPI rows and the processing ledger."""
+"""API representations of KPI rows, the processing ledger, and error bodies."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from kpis.models import CellUniqueUsers, IntervalLedger, KpiRow, ServiceTrafficVolume
@@ -18,12 +19,14 @@ class ServiceTrafficVolumeSerializer(serializers.ModelSerializer[ServiceTrafficV
     class Meta:
         model = ServiceTrafficVolume
         fields = [*_ROW_FIELDS, "service_id", "total_bytes"]
+        read_only_fields = fields
 
 
 class CellUniqueUsersSerializer(serializers.ModelSerializer[CellUniqueUsers]):
     class Meta:
         model = CellUniqueUsers
         fields = [*_ROW_FIELDS, "cell_id", "number_of_unique_users"]
+        read_only_fields = fields
 
 
 ROW_SERIALIZERS: dict[type[KpiRow], type[serializers.ModelSerializer]] = {
@@ -32,8 +35,27 @@ ROW_SERIALIZERS: dict[type[KpiRow], type[serializers.ModelSerializer]] = {
 }
 
 
+def kpi_row_schema_serializer() -> PolymorphicProxySerializer:
+    """For the schema: a row of any KPI (one shape per KPI, told apart by its fields)."""
+    return PolymorphicProxySerializer(
+        component_name="KpiRow",
+        serializers=list(ROW_SERIALIZERS.values()),
+        resource_type_field_name=None,
+        many=True,
+    )
+
+
 class IntervalLedgerSerializer(serializers.ModelSerializer[IntervalLedger]):
-    complete = serializers.BooleanField(source="is_complete", read_only=True)
+    complete = serializers.BooleanField(
+        source="is_complete",
+        read_only=True,
+        help_text="Every file was read; for an hour, all twelve intervals are processed too.",
+    )
+    rejects = serializers.DictField(
+        child=serializers.IntegerField(min_value=0),
+        read_only=True,
+        help_text="Rejected rows counted by reason.",
+    )
 
     class Meta:
         model = IntervalLedger
@@ -52,3 +74,10 @@ class IntervalLedgerSerializer(serializers.ModelSerializer[IntervalLedger]):
             "needs_rollup",
             "processed_at",
         ]
+        read_only_fields = fields
+
+
+class DetailErrorSerializer(serializers.Serializer[object]):
+    """For the schema: the body of a 401, 404, 405 or 429."""
+
+    detail = serializers.CharField(help_text="What went wrong, for a person to read.")

@@ -32,6 +32,7 @@ from kpis.models import (
     InputFileStatus,
     IntervalLedger,
     IntervalType,
+    KpiRow,
     RunLock,
 )
 from kpis.pipeline import (
@@ -100,6 +101,20 @@ class IntervalResult:
             f"files_duplicate={self.files_duplicate} rows_accepted={self.rows_accepted} "
             f"rows_rejected={self.rows_rejected} changed={'yes' if self.rows_changed else 'no'}"
         )
+
+    def log_fields(self) -> dict[str, object]:
+        """The same figures as :meth:`log_line`, as fields for structured (JSON) logs."""
+        return {
+            "kind": "interval" if self.interval == IntervalType.FIVE_MINUTES else "hour",
+            "interval_start": self.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "revision": self.revision,
+            "files_read": self.files_read,
+            "files_failed": self.files_failed,
+            "files_duplicate": self.files_duplicate,
+            "rows_accepted": self.rows_accepted,
+            "rows_rejected": self.rows_rejected,
+            "changed": self.rows_changed,
+        }
 
 
 @dataclass
@@ -541,6 +556,13 @@ def _read_files(
             continue
         if outcome.error is not None:
             logger.error("file %s failed: %s", input_file.name, outcome.error)
+        else:
+            logger.debug(
+                "read %s: rows accepted=%d rejected=%d",
+                input_file.name,
+                outcome.stats.rows_accepted,
+                outcome.stats.rows_rejected,
+            )
         outcomes[input_file.name] = outcome
     return outcomes
 
@@ -588,7 +610,7 @@ def network_stats_update(
             summary.failures.extend(
                 f"{name}: {outcome.error}" for name, outcome in outcomes.items() if outcome.error
             )
-            logger.info(result.log_line())
+            logger.info(result.log_line(), extra=result.log_fields())
             observer.interval_done(result)
         if _is_due(hour_start + HOUR, config):
             _hour_finish(hour_start, config, cache, summary, observer)
@@ -614,5 +636,35 @@ def _hour_finish(
 ) -> None:
     result = hour_roll_up(hour_start=hour_start, config=config, cache=cache)
     summary.hours_rolled_up += 1
-    logger.info(result.log_line())
+    logger.info(result.log_line(), extra=result.log_fields())
     observer.interval_done(result)
+
+
+# --- retention ---------------------------------------------------------------
+
+
+def kpi_rows_prune(
+    *, five_minute_before: datetime, hourly_before: datetime | None = None, dry_run: bool = False
+) -> dict[str, int]:
+    """Delete the KPI rows and ledger entries of intervals that ended at or before the cutoffs.
+
+    Five-minute ones always, hourly ones only when ``hourly_before`` is given. File
+    records and stored file states are never touched: a late file still recomputes
+    its hour exactly. Returns the rows deleted (or, in a dry run, that would be) per table.
+    """
+    cutoffs = {IntervalType.FIVE_MINUTES: (five_minute_before, INTERVAL)}
+    if hourly_before is not None:
+        cutoffs[IntervalType.ONE_HOUR] = (hourly_before, HOUR)
+    models: list[type[KpiRow] | type[IntervalLedger]] = [*(kpi.model for kpi in KPIS)]
+    models.append(IntervalLedger)
+    counts: dict[str, int] = {}
+    with transaction.atomic():
+        for interval, (cutoff, duration) in cutoffs.items():
+            for model in models:
+                # On the start column, which is indexed: ends at or before the cutoff.
+                old = model.objects.filter(
+                    interval=interval, interval_start_timestamp__lte=cutoff - duration
+                )
+                label = f"{model.__name__} {IntervalType(interval).label}"
+                counts[label] = old.count() if dry_run else old.delete()[0]
+    return counts

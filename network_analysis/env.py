@@ -53,6 +53,17 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Read one of ``choices`` (any case); anything else stops start-up."""
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ImproperlyConfigured(f"{name}={raw!r} is not one of: {', '.join(choices)}.")
+
+
 def envlist(name: str, default: list[str]) -> list[str]:
     """Read a comma-separated list; blanks around items are dropped."""
     raw = os.environ.get(name, "").strip()

@@ -12,6 +12,7 @@ from network_analysis.env import (
     database_from_url,
     env_secret,
     envbool,
+    envchoice,
     envint,
     envlist,
     envstr,
@@ -159,20 +160,35 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Logs go to stderr; KPI_LOG_FORMAT=json gives one JSON object per line, with
+# each processed interval's figures as fields, for log collectors.
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+KPI_LOG_LEVEL = envchoice("KPI_LOG_LEVEL", "", _LOG_LEVELS)
+KPI_LOG_FORMAT = envchoice("KPI_LOG_FORMAT", "text", ("text", "json"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if KPI_LOG_FORMAT == "json" else "plain",
+        },
     },
-    "root": {"handlers": ["console"], "level": envstr("KPI_LOG_LEVEL", "WARNING").upper()},
+    "root": {"handlers": ["console"], "level": KPI_LOG_LEVEL or "WARNING"},
     "loggers": {
         "kpis": {
             "handlers": ["console"],
-            "level": envstr("KPI_LOG_LEVEL", "INFO").upper(),
+            "level": KPI_LOG_LEVEL or "INFO",
             "propagate": False,
         },
     },

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -132,3 +134,71 @@ def command_process(
 def _fast_password_hashing(settings: Any) -> None:
     # The default hasher is slow by design; tests only need it to work.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@dataclass
+class GeneratedData:
+    """Sample files written by ``generate_sample_data`` and processed by the update command."""
+
+    input_dir: Path
+    start: datetime
+    now: datetime
+    update_exit_code: int
+
+
+@pytest.fixture
+def generated_data(input_folder: InputFolder) -> GeneratedData:
+    """90 minutes of generated files (two parts each), one bad file and one file with bad rows.
+
+    The first hour is complete; the second is due but has only six intervals.
+    """
+    start, now = utc("2021-07-18T00:00"), utc("2021-07-18T03:00")
+    call_command(
+        "generate_sample_data",
+        "--start",
+        start.isoformat(),
+        "--hours",
+        "1.5",
+        "--parts",
+        "2",
+        "--rows",
+        "400",
+        "--subscribers",
+        "300",
+        "--cells",
+        "40",
+        "--output-dir",
+        str(input_folder.path),
+        stdout=io.StringIO(),
+    )
+    input_folder.write(
+        "2021-07-18T00:10", [("4917000001", "7", "3", "10", "x"), ("", "7", "3", "1", "1")], part=5
+    )
+    input_folder.write_raw(
+        file_name(interval_start=utc("2021-07-18T00:20"), part=6), b"not,a,contract\n1,2,3\n"
+    )
+    try:
+        call_command(
+            "update_network_stats",
+            "--now",
+            now.isoformat(),
+            "--input-dir",
+            str(input_folder.path),
+            "--no-progress",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+        code = 0
+    except CommandError as error:
+        code = error.returncode
+    return GeneratedData(input_folder.path, start, now, code)
+
+
+def shipped_assets(html: str) -> list[str]:
+    """The scripts and styles a page loads; fails unless each is a static file of the project."""
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', html)
+    prefix = "/" + settings.STATIC_URL.lstrip("/")
+    for asset in assets:
+        assert asset.startswith(prefix), f"{asset} is not served by the project"
+        assert finders.find(asset.removeprefix(prefix)), f"{asset} is not a static file"
+    return assets

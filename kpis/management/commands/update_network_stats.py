@@ -5,7 +5,10 @@ Meant for cron, every five minutes; see crontab.example.
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,27 @@ class _ProgressObserver(Observer):
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+@contextmanager
+def _log_level_for(verbosity: int) -> Iterator[None]:
+    """Django's verbosity over the run's logs: 0 = errors only, 1 = as configured, 2+ = debug."""
+    kpis_logger = logging.getLogger("kpis")
+    previous = kpis_logger.level
+    if verbosity == 0:
+        kpis_logger.setLevel(max(logging.ERROR, kpis_logger.getEffectiveLevel()))
+    elif verbosity >= 2:
+        kpis_logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        kpis_logger.setLevel(previous)
+
+
+def _range_text(config: UpdateConfig) -> str:
+    since = f"{config.since:%Y-%m-%dT%H:%MZ}" if config.since else "the first file"
+    until = f"{config.until:%Y-%m-%dT%H:%MZ}" if config.until else "now"
+    return f"re-processed intervals from {since} until {until}: "
 
 
 class Command(BaseCommand):
@@ -120,16 +144,20 @@ class Command(BaseCommand):
             enabled=sys.stderr.isatty() and options["verbosity"] >= 1 and not options["no_progress"]
         )
         try:
-            summary = self._run(config, observer, dry_run=options["dry_run"])
+            with _log_level_for(options["verbosity"]):
+                summary = self._run(config, observer, dry_run=options["dry_run"])
         except LockBusy as busy:
             # Not an error: the other run does the work. Cron stays quiet.
-            self.stdout.write(f"{busy}; nothing to do.")
+            if options["verbosity"] >= 1:
+                self.stdout.write(f"{busy}; nothing to do.")
             return
         except DatabaseError as error:
             raise CommandError(f"database error, nothing half-written was kept: {error}") from error
         finally:
             observer.close()
         prefix = "dry run, nothing stored: " if options["dry_run"] else ""
+        if config.reprocess:
+            prefix += _range_text(config)
         if options["verbosity"] >= 1:
             self.stdout.write(prefix + summary.line())
         if summary.failures:

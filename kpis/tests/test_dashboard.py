@@ -1,0 +1,224 @@
+"""The dashboard in a real headless Chromium against a live server with generated data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Max
+from django.test import Client
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
+from kpis.tests.conftest import GeneratedData, shipped_assets, utc
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# No first-run, sync or update traffic: the machine may have no network at all.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1500",
+]
+# The screenshot lands in data/ (ignored by git); `KPI_SCREENSHOT=docs/dashboard.png make test`
+# refreshes the one the README shows.
+SCREENSHOT = Path(settings.BASE_DIR) / os.environ.get("KPI_SCREENSHOT", "data/dashboard.png")
+PASSWORD = "dashboard-test-password-1"
+KPI_MODELS = {1: ServiceTrafficVolume, 2: CellUniqueUsers}
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
+    if missing:
+        pytest.fail(f"{missing} not found: apt-get install chromium chromium-driver")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def operator(transactional_db: None) -> str:
+    get_user_model().objects.create_superuser("ops", "ops@example.org", PASSWORD)
+    return "ops"
+
+
+def log_in(driver: WebDriver, base_url: str, username: str) -> None:
+    driver.get(base_url + "/")
+    assert "/admin/login/" in driver.current_url
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(driver, 30).until(lambda d: d.current_url == base_url + "/")
+
+
+def page_state(driver: WebDriver) -> dict[str, str]:
+    """The dashboard's state, read in one script call so that no element can go stale."""
+    return dict(
+        driver.execute_script(
+            "return {state: document.body.dataset.state || '', "
+            "loads: document.body.dataset.loads || '0', "
+            "status: document.getElementById('status').textContent};"
+        )
+    )
+
+
+def wait_for_load(driver: WebDriver, count: int) -> None:
+    def loaded(d: WebDriver) -> bool:
+        state = page_state(d)
+        if state["state"] == "error":
+            raise AssertionError(state["status"])
+        return state["state"] == "ready" and state["loads"] == str(count)
+
+    WebDriverWait(driver, 30).until(loaded)
+
+
+def drawn_points(driver: WebDriver, kpi_id: int) -> int:
+    """The points Chart.js laid out on the KPI's canvas (0 when there is no chart)."""
+    return int(
+        driver.execute_script(
+            """
+            const chart = Chart.getChart(document.getElementById(arguments[0]));
+            if (!chart) return 0;
+            return chart.data.datasets
+                .map((_, index) => chart.getDatasetMeta(index).data.filter((p) => !p.skip).length)
+                .reduce((a, b) => a + b, 0);
+            """,
+            f"chart-kpi-{kpi_id}",
+        )
+    )
+
+
+def expected_points(kpi_id: int, interval: int, start: datetime, end: datetime) -> int:
+    return (
+        KPI_MODELS[kpi_id]
+        .objects.filter(
+            interval=interval, interval_start_timestamp__gte=start, interval_end_timestamp__lte=end
+        )
+        .count()
+    )
+
+
+def set_range(driver: WebDriver, start: datetime, end: datetime) -> None:
+    for element_id, moment in (("range-from", start), ("range-to", end)):
+        driver.execute_script(
+            "document.getElementById(arguments[0]).value = arguments[1];",
+            element_id,
+            f"{moment:%Y-%m-%dT%H:%M}",
+        )
+
+
+def console_errors(driver: webdriver.Chrome) -> list[str]:
+    """Errors the page logged; the admin login page's missing favicon is not the dashboard's."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
+    ]
+
+
+def test_the_dashboard_draws_the_kpis_of_the_chosen_range(
+    generated_data: GeneratedData, operator: str, browser: webdriver.Chrome, live_server: object
+) -> None:
+    latest = IntervalLedger.objects.filter(interval=IntervalType.FIVE_MINUTES).aggregate(
+        end=Max("interval_end_timestamp")
+    )["end"]
+    log_in(browser, live_server.url, operator)  # type: ignore[attr-defined]
+
+    # The default view: the last six hours of five-minute rows, here all of them.
+    wait_for_load(browser, 1)
+    assert browser.find_element(By.ID, "range-from").get_attribute("value") == "2021-07-18T00:00"
+    for kpi_id in KPI_MODELS:
+        expected = expected_points(kpi_id, 1, latest - timedelta(hours=6), latest)
+        assert expected > 0
+        assert drawn_points(browser, kpi_id) == expected
+    latest_rows = ServiceTrafficVolume.objects.filter(
+        interval=1, interval_start_timestamp=latest - timedelta(minutes=5)
+    ).order_by("-total_bytes", "service_id")
+    expected_services = [str(cast(ServiceTrafficVolume, row).service_id) for row in latest_rows]
+    table = browser.find_element(By.ID, "latest-kpi-1").find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in table] == expected_services
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))
+
+    # A narrower range of five-minute rows.
+    start, end = utc("2021-07-18T00:30"), utc("2021-07-18T01:15")
+    set_range(browser, start, end)
+    browser.find_element(By.ID, "range-apply").click()
+    wait_for_load(browser, 2)
+    for kpi_id in KPI_MODELS:
+        assert drawn_points(browser, kpi_id) == expected_points(kpi_id, 1, start, end)
+    ledger = IntervalLedger.objects.filter(
+        interval=1, interval_start_timestamp__gte=start, interval_end_timestamp__lte=end
+    )
+    complete = sum(entry.is_complete for entry in ledger)
+    summary = browser.find_element(By.ID, "completeness-summary").text
+    assert summary.startswith(f"{complete} of {ledger.count()} processed intervals complete")
+
+    # Hourly rows over a range that holds both hours.
+    start, end = utc("2021-07-17T23:00"), utc("2021-07-18T02:00")
+    set_range(browser, start, end)
+    Select(browser.find_element(By.ID, "range-interval")).select_by_value("2")
+    wait_for_load(browser, 3)
+    for kpi_id in KPI_MODELS:
+        expected = expected_points(kpi_id, 2, start, end)
+        assert expected == 2 * settings.KPI_TOP_N
+        assert drawn_points(browser, kpi_id) == expected
+    assert console_errors(browser) == []
+
+
+def test_the_dashboard_says_so_when_there_is_no_data(
+    operator: str, browser: webdriver.Chrome, live_server: object
+) -> None:
+    log_in(browser, live_server.url, operator)  # type: ignore[attr-defined]
+    WebDriverWait(browser, 30).until(lambda d: page_state(d)["state"] == "empty")
+    assert browser.find_element(By.ID, "empty").is_displayed()
+    assert "No KPI data yet" in browser.find_element(By.ID, "empty").text
+    assert not browser.find_element(By.ID, "content").is_displayed()
+    assert drawn_points(browser, 1) == 0
+    assert console_errors(browser) == []
+
+
+@pytest.mark.django_db
+def test_anonymous_visitors_are_sent_to_the_admin_login(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/"
+
+
+@pytest.mark.django_db
+def test_the_page_loads_its_scripts_and_styles_from_the_project_only(
+    admin_client: Client,
+) -> None:
+    assets = shipped_assets(admin_client.get("/").content.decode())
+
+    assert {asset.rsplit("/", 1)[1] for asset in assets} == {
+        "chart.umd.min.js",
+        "dashboard.js",
+        "dashboard.css",
+    }

@@ -1,0 +1,148 @@
+"""The OpenAPI schema is valid and the API's real responses conform to it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from jsonschema import ValidationError
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_spec
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from kpis.models import IntervalLedger, ServiceTrafficVolume
+from kpis.tests.conftest import GeneratedData, shipped_assets
+
+pytestmark = pytest.mark.django_db
+
+# (method, url, templated path of the schema)
+REQUESTS = [
+    ("get", "/api/KPIs/", "/api/KPIs/"),
+    ("get", "/api/KPIs/1/", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/2/", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/1/?interval=2", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/2/?interval=1&limit=5&offset=3", "/api/KPIs/{kpi_id}/"),
+    (
+        "get",
+        "/api/KPIs/1/?interval_start_timestamp__gte=2021-07-18T00:30:00Z"
+        "&interval_end_timestamp__lte=",
+        "/api/KPIs/{kpi_id}/",
+    ),
+    ("get", "/api/KPIs/1/?interval=1&format=csv", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/1/?interval=3", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/2/?interval_start_timestamp__gte=yesterday", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/1/?limit=0", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/1/?offset=-1&format=csv", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/3/", "/api/KPIs/{kpi_id}/"),
+    ("post", "/api/KPIs/", "/api/KPIs/"),
+    ("delete", "/api/KPIs/1/", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/intervals/", "/api/intervals/"),
+    ("get", "/api/intervals/?interval=2&limit=1", "/api/intervals/"),
+    ("get", "/api/intervals/?format=csv", "/api/intervals/"),
+    ("get", "/api/intervals/?interval_end_timestamp__lte=soon", "/api/intervals/"),
+    ("put", "/api/intervals/", "/api/intervals/"),
+]
+
+
+@pytest.fixture
+def token_client(db: None) -> APIClient:
+    user = get_user_model().objects.create_user("analyst", password="x-long-password-1")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def spec() -> dict[str, Any]:
+    response = APIClient().get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def _closed(schema: Any) -> Any:
+    """The same schema where objects may carry no field it does not declare."""
+    if isinstance(schema, dict):
+        closed = {key: _closed(value) for key, value in schema.items()}
+        if "properties" in closed and "additionalProperties" not in closed:
+            closed["additionalProperties"] = False
+        return closed
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    return schema
+
+
+def _assert_conforms(spec: dict[str, Any], path: str, method: str, response: Any) -> None:
+    operation = spec["paths"][path].get("get" if method == "get" else method)
+    # Other methods are not operations: the GET operation documents their 405.
+    operation = operation or spec["paths"][path]["get"]
+    documented = operation["responses"].get(str(response.status_code))
+    assert documented is not None, f"{method} {path}: status {response.status_code} undocumented"
+    media_type = response["Content-Type"].split(";")[0]
+    assert media_type in documented["content"], f"{path}: {media_type} undocumented"
+    schema = copy.deepcopy(documented["content"][media_type]["schema"])
+    schema["components"] = _closed(spec["components"])
+    body = response.content.decode() if media_type == "text/csv" else json.loads(response.content)
+    OAS30Validator(schema, format_checker=OAS30Validator.FORMAT_CHECKER).validate(body)
+
+
+def test_the_schema_is_a_valid_openapi_3_document(spec: dict[str, Any]) -> None:
+    validate_spec(spec)
+    assert spec["openapi"].startswith("3.")
+    assert set(spec["paths"]) == {"/api/KPIs/", "/api/KPIs/{kpi_id}/", "/api/intervals/"}
+
+
+def test_the_schema_names_every_filter_and_error(spec: dict[str, Any]) -> None:
+    rows = spec["paths"]["/api/KPIs/{kpi_id}/"]["get"]
+    names = {parameter["name"] for parameter in rows["parameters"]}
+    assert names == {
+        "kpi_id",
+        "interval_start_timestamp__gte",
+        "interval_end_timestamp__lte",
+        "interval",
+        "limit",
+        "offset",
+        "format",
+    }
+    assert set(rows["responses"]) == {"200", "400", "401", "404", "405", "429"}
+    assert set(rows["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+
+
+def test_real_responses_conform_to_the_schema(
+    generated_data: GeneratedData, token_client: APIClient, spec: dict[str, Any]
+) -> None:
+    assert ServiceTrafficVolume.objects.filter(interval=2).exists()
+    assert IntervalLedger.objects.exclude(rejects={}).exists()
+    statuses = set()
+    for method, url, path in REQUESTS:
+        response = getattr(token_client, method)(url)
+        _assert_conforms(spec, path, method, response)
+        statuses.add(response.status_code)
+    anonymous = APIClient().get("/api/KPIs/1/")
+    _assert_conforms(spec, "/api/KPIs/{kpi_id}/", "get", anonymous)
+    assert statuses | {anonymous.status_code} == {200, 400, 401, 404, 405}
+
+
+def test_a_row_of_the_wrong_shape_would_not_conform(
+    generated_data: GeneratedData, token_client: APIClient, spec: dict[str, Any]
+) -> None:
+    response = token_client.get("/api/KPIs/1/?limit=1")
+    body = json.loads(response.content)
+    body["results"][0]["msisdn"] = "4917000001"
+    response.content = json.dumps(body).encode()
+    with pytest.raises(ValidationError, match="msisdn"):
+        _assert_conforms(spec, "/api/KPIs/{kpi_id}/", "get", response)
+
+
+def test_swagger_ui_loads_only_static_files_shipped_with_the_project() -> None:
+    response = APIClient().get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assets = shipped_assets(html)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
+    assert "/api/schema/" in html
+    assert "https://" not in html.replace("https://swagger.io", "")
