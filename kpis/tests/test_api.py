@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -37,31 +38,25 @@ def client(user: User) -> APIClient:
     return api
 
 
-def service_row(start: str, interval: int, service_id: int, total: int) -> ServiceTrafficVolume:
+def interval_times(start: str, interval: int) -> dict[str, Any]:
     begin = utc(start)
-    length = 5 if interval == FIVE else 60
-    from datetime import timedelta
+    length = timedelta(minutes=5 if interval == FIVE else 60)
+    return {
+        "interval_start_timestamp": begin,
+        "interval_end_timestamp": begin + length,
+        "interval": interval,
+    }
 
+
+def service_row(start: str, interval: int, service_id: int, total: int) -> ServiceTrafficVolume:
     return ServiceTrafficVolume.objects.create(
-        interval_start_timestamp=begin,
-        interval_end_timestamp=begin + timedelta(minutes=length),
-        interval=interval,
-        service_id=service_id,
-        total_bytes=total,
+        **interval_times(start, interval), service_id=service_id, total_bytes=total
     )
 
 
 def cell_row(start: str, interval: int, cell_id: int, users: int) -> CellUniqueUsers:
-    from datetime import timedelta
-
-    begin = utc(start)
-    length = 5 if interval == FIVE else 60
     return CellUniqueUsers.objects.create(
-        interval_start_timestamp=begin,
-        interval_end_timestamp=begin + timedelta(minutes=length),
-        interval=interval,
-        cell_id=cell_id,
-        number_of_unique_users=users,
+        **interval_times(start, interval), cell_id=cell_id, number_of_unique_users=users
     )
 
 
