@@ -219,6 +219,28 @@ def run_lock(
         run_lock_release(name=name, holder=holder)
 
 
+# --- API tokens --------------------------------------------------------------
+
+
+def api_token_create(*, username: str) -> str:
+    """Give ``username`` a new API token, replacing any previous one; return its key."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.get(username=username)
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return str(Token.objects.create(user=user).key)
+
+
+def api_token_revoke(*, username: str) -> bool:
+    """Delete the API token of ``username``; return whether there was one."""
+    from rest_framework.authtoken.models import Token
+
+    deleted, _ = Token.objects.filter(user__username=username).delete()
+    return deleted > 0
+
+
 # --- stored file state -------------------------------------------------------
 
 

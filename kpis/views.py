@@ -16,9 +16,10 @@ from kpis.models import IntervalLedger, KpiRow
 from kpis.pagination import OptionalLimitOffsetPagination
 from kpis.registry import KPIS, KpiDefinition, kpi_get
 from kpis.serializers import ROW_SERIALIZERS, IntervalLedgerSerializer, KpiSerializer
+from kpis.throttling import ThrottleBeforeAuthMixin
 
 
-class KpiListView(APIView):
+class KpiListView(ThrottleBeforeAuthMixin, APIView):
     """The KPIs this service computes."""
 
     def get(self, request: Request) -> Response:
@@ -26,7 +27,7 @@ class KpiListView(APIView):
         return Response(data)
 
 
-class KpiRowsView(generics.ListAPIView):
+class KpiRowsView(ThrottleBeforeAuthMixin, generics.ListAPIView):
     """The rows of one KPI, ordered by time, interval type, then rank."""
 
     filterset_class = IntervalFilter
@@ -49,7 +50,7 @@ class KpiRowsView(generics.ListAPIView):
         return ROW_SERIALIZERS[self.get_kpi().model]
 
 
-class IntervalLedgerView(generics.ListAPIView):
+class IntervalLedgerView(ThrottleBeforeAuthMixin, generics.ListAPIView):
     """What was processed per interval and hour, with completeness flags."""
 
     serializer_class = IntervalLedgerSerializer
