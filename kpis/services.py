@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -215,8 +215,13 @@ def run_lock(
 
     try:
         yield heartbeat
-    finally:
-        run_lock_release(name=name, holder=holder)
+    except BaseException:
+        # If the database is gone, releasing fails too; report the first error, not
+        # that one. A lease left behind is taken over once this process has exited.
+        with contextlib.suppress(DatabaseError):
+            run_lock_release(name=name, holder=holder)
+        raise
+    run_lock_release(name=name, holder=holder)
 
 
 # --- API tokens --------------------------------------------------------------

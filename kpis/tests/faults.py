@@ -17,9 +17,12 @@ from kpis.models import (
     FileState,
     InputFileRecord,
     IntervalLedger,
+    IntervalType,
     ServiceTrafficVolume,
 )
 from kpis.pipeline import Partial
+
+Snapshot = dict[str, list[tuple[Any, ...]]]
 
 _SITECUSTOMIZE = textwrap.dedent(
     '''
@@ -29,6 +32,8 @@ _SITECUSTOMIZE = textwrap.dedent(
     when = before (on entry), after (once the original returned, inside any transaction
     it is part of) or reading (at the first block the reader parses).
     BARRIER_DIR=path makes run_lock_acquire wait until path/go exists.
+    PAUSE_AT=module:function:nth:when with PAUSE_DIR=path stops at that point, creates
+    path/paused and waits until path/resume exists.
     """
     import importlib
     import os
@@ -49,7 +54,17 @@ _SITECUSTOMIZE = textwrap.dedent(
         setattr(module, name, make(getattr(module, name)))
 
 
-    def _install_kill(spec):
+    def _pause():
+        directory = os.environ["PAUSE_DIR"]
+        open(os.path.join(directory, "paused"), "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(directory, "resume")):
+            if time.monotonic() > deadline:
+                raise SystemExit("never resumed")
+            time.sleep(0.01)
+
+
+    def _install_fault(spec, fault):
         module_name, name, nth, when = spec.split(":")
         nth = int(nth)
 
@@ -62,11 +77,13 @@ _SITECUSTOMIZE = textwrap.dedent(
                 if calls != nth:
                     return original(*args, **kwargs)
                 if when == "before":
-                    _die()
+                    fault()
+                    return original(*args, **kwargs)
                 if when == "reading":
-                    kwargs["on_block"] = _die
+                    kwargs["on_block"] = fault
+                    return original(*args, **kwargs)
                 result = original(*args, **kwargs)
-                _die()
+                fault()
                 return result
 
             return wrapper
@@ -93,7 +110,9 @@ _SITECUSTOMIZE = textwrap.dedent(
     def setup(*args, **kwargs):
         _setup(*args, **kwargs)
         if os.environ.get("KILL_AT"):
-            _install_kill(os.environ["KILL_AT"])
+            _install_fault(os.environ["KILL_AT"], _die)
+        if os.environ.get("PAUSE_AT"):
+            _install_fault(os.environ["PAUSE_AT"], _pause)
         if os.environ.get("BARRIER_DIR"):
             _install_barrier(os.environ["BARRIER_DIR"])
 
@@ -136,7 +155,7 @@ def _rows(queryset: Any, *fields: str) -> list[tuple[Any, ...]]:
     return sorted(rows, key=repr)
 
 
-def database_snapshot() -> dict[str, list[tuple[Any, ...]]]:
+def database_snapshot() -> Snapshot:
     """Every KPI row, ledger row, file record and file state, without ids and clock times."""
     times = ("interval_start_timestamp", "interval_end_timestamp", "interval")
     ledger_fields = [
@@ -166,3 +185,15 @@ def database_clear() -> None:
     for model in (ServiceTrafficVolume, CellUniqueUsers, IntervalLedger, FileState):
         model.objects.all().delete()
     InputFileRecord.objects.all().delete()
+
+
+def assert_part_of(
+    partial: dict[str, list[tuple[Any, ...]]], final: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """What an interrupted run left is whole five-minute intervals of the final database."""
+    assert partial != final
+    for table in ("service_rows", "cell_rows", "ledger"):
+        five_minute = [row for row in partial[table] if row[2] == IntervalType.FIVE_MINUTES]
+        assert set(five_minute) <= set(final[table]), table
+    for table in ("files", "states"):
+        assert set(partial[table]) <= set(final[table]), table
