@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -230,8 +230,35 @@ def run_lock(
 
     try:
         yield heartbeat
-    finally:
-        run_lock_release(name=name, holder=holder)
+    except BaseException:
+        # If the database is gone, releasing fails too; report the first error, not
+        # that one. A lease left behind is taken over once this process has exited.
+        with contextlib.suppress(DatabaseError):
+            run_lock_release(name=name, holder=holder)
+        raise
+    run_lock_release(name=name, holder=holder)
+
+
+# --- API tokens --------------------------------------------------------------
+
+
+def api_token_create(*, username: str) -> str:
+    """Give ``username`` a new API token, replacing any previous one; return its key."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.get(username=username)
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return str(Token.objects.create(user=user).key)
+
+
+def api_token_revoke(*, username: str) -> bool:
+    """Delete the API token of ``username``; return whether there was one."""
+    from rest_framework.authtoken.models import Token
+
+    deleted, _ = Token.objects.filter(user__username=username).delete()
+    return deleted > 0
 
 
 # --- stored file state -------------------------------------------------------

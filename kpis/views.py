@@ -34,6 +34,7 @@ from kpis.serializers import (
     KpiSerializer,
     kpi_row_schema_serializer,
 )
+from kpis.throttling import ThrottleBeforeAuthMixin
 
 _LIST_PARAMETERS = [
     "interval_start_timestamp__gte",
@@ -102,7 +103,7 @@ class _CsvExportMixin:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-class KpiListView(APIView):
+class KpiListView(ThrottleBeforeAuthMixin, APIView):
     """The KPIs this service computes."""
 
     @extend_schema(
@@ -115,7 +116,7 @@ class KpiListView(APIView):
         return Response(data)
 
 
-class KpiRowsView(_CsvExportMixin, generics.ListAPIView):
+class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView):
     """The rows of one KPI, ordered by time, interval type, then rank."""
 
     filterset_class = IntervalFilter
@@ -171,7 +172,7 @@ class KpiRowsView(_CsvExportMixin, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class IntervalLedgerView(_CsvExportMixin, generics.ListAPIView):
+class IntervalLedgerView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView):
     """What was processed per interval and hour, with completeness flags."""
 
     serializer_class = IntervalLedgerSerializer
