@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from kpis.pipeline.reader import Records
+from kpis.pipeline.reader import Records, arrow_values, numpy_values
 
 PAIR_SCHEMA = pa.schema([("cell_id", pa.int64()), ("subscriber", pa.uint64())])
 _FORMAT_VERSION = "1"
@@ -25,17 +25,115 @@ _FORMAT_VERSION = "1"
 _COMPACT_ROWS = 4_000_000
 # Below this a block's byte total cannot overflow int64 while being summed.
 _SAFE_BLOCK_TOTAL = float(2**62)
+# A packed pair holds a subscriber rank below 2**32 and a cell key below 2**31.
+_CELL_BITS = 31
+_PACKED_LIMIT = 2**32
+# Service ids below this are summed in a dense array rather than grouped.
+_DENSE_SERVICE_IDS = 1 << 20
+# Cell ids below this are counted in a dense array rather than sorted.
+_DENSE_CELL_IDS = 1 << 22
 
 
 class IncompatiblePartial(ValueError):
     """Partials made with different subscriber keys or formats cannot be merged."""
 
 
+def _first_of_runs(values: np.ndarray) -> np.ndarray:
+    """For sorted ``values``: True where a value differs from the one before it."""
+    first = np.empty(len(values), dtype=bool)
+    first[:1] = True
+    np.not_equal(values[1:], values[:-1], out=first[1:])
+    return first
+
+
+def _sorted_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ``values``: the distinct values and, per value, the index of its distinct."""
+    first = _first_of_runs(values)
+    rank = np.cumsum(first, dtype=np.int64)
+    rank -= 1
+    return values[first], rank
+
+
+def _ranked(subscribers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct subscribers, and the rank of each given subscriber among them."""
+    order = np.argsort(subscribers)
+    distinct, sorted_rank = _sorted_distinct(subscribers[order])
+    rank = np.empty(len(subscribers), dtype=np.int64)
+    rank[order] = sorted_rank
+    return distinct, rank
+
+
+def _distinct_coded(
+    cell_id: np.ndarray, rank: np.ndarray, subscribers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (cell_id, subscribers[rank]) pairs, ordered by subscriber; ``subscribers`` sorted.
+
+    A pair is packed into one int64 (rank above, cell below) so that one sort
+    of plain integers finds the distinct pairs; cell ids that do not fit are
+    replaced by their rank among the distinct cell ids first.
+    """
+    if len(cell_id) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    if len(subscribers) >= _PACKED_LIMIT:
+        raise ValueError("too many distinct subscribers to pack")  # 2**32: far beyond any hour
+    if cell_id.min() >= 0 and cell_id.max() < _PACKED_LIMIT // 2:
+        cell_key, cells = cell_id, None
+    else:
+        sorted_cells = np.sort(cell_id)
+        cells = sorted_cells[_first_of_runs(sorted_cells)]
+        cell_key = np.searchsorted(cells, cell_id)
+    packed = np.left_shift(rank, _CELL_BITS, dtype=np.int64)
+    packed |= cell_key
+    packed.sort()
+    distinct = packed[_first_of_runs(packed)]
+    cell_part = distinct & (_PACKED_LIMIT // 2 - 1)
+    return (
+        cell_part if cells is None else cells[cell_part],
+        subscribers[distinct >> _CELL_BITS],
+    )
+
+
+def _pair_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    cell_id = numpy_values(table.column("cell_id"))
+    subscriber = numpy_values(table.column("subscriber"))
+    if len(subscriber) and not (subscriber[1:] >= subscriber[:-1]).all():
+        order = np.argsort(subscriber, kind="stable")  # state stored by an older version
+        cell_id, subscriber = cell_id[order], subscriber[order]
+    return cell_id, subscriber
+
+
+def _pair_table(cell_id: np.ndarray, subscriber: np.ndarray) -> pa.Table:
+    return pa.Table.from_arrays(
+        [arrow_values(cell_id, pa.int64()), arrow_values(subscriber, pa.uint64())],
+        schema=PAIR_SCHEMA,
+    )
+
+
 def _distinct_pairs(tables: list[pa.Table]) -> pa.Table:
+    """The distinct pairs of several pair tables, ordered by subscriber."""
+    tables = [table for table in tables if table.num_rows]
     if not tables:
         return PAIR_SCHEMA.empty_table()
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-    return table.group_by(["cell_id", "subscriber"], use_threads=True).aggregate([])
+    cell_parts, rank_parts, subscriber_parts = [], [], []
+    for table in tables:
+        cell_id, subscriber = _pair_arrays(table)
+        distinct, local_rank = _sorted_distinct(subscriber)
+        cell_parts.append(cell_id)
+        rank_parts.append(local_rank)
+        subscriber_parts.append(distinct)
+    if len(tables) == 1:
+        return _pair_table(*_distinct_coded(cell_parts[0], rank_parts[0], subscriber_parts[0]))
+    everyone = np.sort(np.concatenate(subscriber_parts))
+    everyone = everyone[_first_of_runs(everyone)]
+    # Each table's distinct subscribers are sorted: searchsorted walks them in order.
+    ranks = [
+        np.searchsorted(everyone, distinct)[local_rank]
+        for distinct, local_rank in zip(subscriber_parts, rank_parts, strict=True)
+    ]
+    cell_id, subscriber = _distinct_coded(
+        np.concatenate(cell_parts), np.concatenate(ranks), everyone
+    )
+    return _pair_table(cell_id, subscriber)
 
 
 @dataclass
@@ -60,7 +158,9 @@ class Partial:
                 service_bytes[service_id] = service_bytes.get(service_id, 0) + total
             if partial.pairs.num_rows:
                 tables.append(partial.pairs)
-        return cls(key_id=key_id, service_bytes=service_bytes, pairs=_distinct_pairs(tables))
+        # The pairs of one partial are distinct already.
+        pairs = tables[0] if len(tables) == 1 else _distinct_pairs(tables)
+        return cls(key_id=key_id, service_bytes=service_bytes, pairs=pairs)
 
     def top_services(self, n: int) -> list[tuple[int, int]]:
         """The ``n`` services with most bytes, ties to the smaller service_id."""
@@ -69,15 +169,31 @@ class Partial:
 
     def top_cells(self, n: int) -> list[tuple[int, int]]:
         """The ``n`` cells with most distinct subscribers, ties to the smaller cell_id."""
-        ranked = self.cell_unique_users().sort_by(
-            [("number_of_unique_users", "descending"), ("cell_id", "ascending")]
-        )
-        return _to_pairs(ranked.slice(0, n))
+        cells, counts = self._cell_counts()
+        # lexsort's last key is the primary one: most users first, then the smaller cell id.
+        ranked = np.lexsort((cells, -counts))[:n]
+        return list(zip(cells[ranked].tolist(), counts[ranked].tolist(), strict=True))
 
     def cell_unique_users(self) -> pa.Table:
         """Distinct subscribers per cell, as a table (cell_id, number_of_unique_users)."""
-        counted = self.pairs.group_by("cell_id").aggregate([("subscriber", "count")])
-        return counted.rename_columns(["cell_id", "number_of_unique_users"])
+        cells, counts = self._cell_counts()
+        return pa.table(
+            {
+                "cell_id": arrow_values(cells, pa.int64()),
+                "number_of_unique_users": arrow_values(counts, pa.int64()),
+            }
+        )
+
+    def _cell_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell id that has pairs, sorted, with its number of pairs."""
+        cell_id = numpy_values(self.pairs.column("cell_id"))
+        if len(cell_id) and cell_id.min() >= 0 and cell_id.max() < _DENSE_CELL_IDS:
+            counts = np.bincount(cell_id)
+            cells = np.flatnonzero(counts)
+            return cells.astype(np.int64), counts[cells].astype(np.int64)
+        ordered = np.sort(cell_id)
+        starts = np.flatnonzero(_first_of_runs(ordered))
+        return ordered[starts], np.diff(np.append(starts, len(ordered))).astype(np.int64)
 
     @property
     def total_bytes(self) -> int:
@@ -119,10 +235,6 @@ class Partial:
         )
 
 
-def _to_pairs(table: pa.Table) -> list[tuple[int, int]]:
-    return list(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
-
-
 class PartialBuilder:
     """Accumulates record blocks into a :class:`Partial` in bounded memory."""
 
@@ -135,15 +247,12 @@ class PartialBuilder:
     def add(self, records: Records) -> None:
         """Fold one validated block into the state."""
         self._add_service_bytes(records)
-        pairs = pa.table(
-            {
-                "cell_id": pa.array(records.cell_id, pa.int64()),
-                "subscriber": pa.array(records.subscriber, pa.uint64()),
-            }
+        subscribers, rank = _ranked(records.subscriber_hashes)
+        cell_id, subscriber = _distinct_coded(
+            records.cell_id, rank[records.subscriber_code], subscribers
         )
-        distinct = _distinct_pairs([pairs])
-        self._pending.append(distinct)
-        self._pending_rows += distinct.num_rows
+        self._pending.append(_pair_table(cell_id, subscriber))
+        self._pending_rows += len(cell_id)
         if self._pending_rows > _COMPACT_ROWS and len(self._pending) > 1:
             compacted = _distinct_pairs(self._pending)
             self._pending = [compacted]
@@ -151,25 +260,38 @@ class PartialBuilder:
 
     def _add_service_bytes(self, records: Records) -> None:
         totals = self._service_bytes
-        if float(records.total_bytes.sum(dtype=np.float64)) < _SAFE_BLOCK_TOTAL:
+        service_id, total_bytes = records.service_id, records.total_bytes
+        if float(total_bytes.sum(dtype=np.float64)) >= _SAFE_BLOCK_TOTAL:
+            # A block this large could wrap int64: add with Python's exact integers.
+            for service, total in zip(service_id.tolist(), total_bytes.tolist(), strict=True):
+                totals[service] = totals.get(service, 0) + total
+            return
+        if service_id.min() >= 0 and service_id.max() < _DENSE_SERVICE_IDS:
+            seen = np.flatnonzero(np.bincount(service_id))
+            sums = np.zeros(int(seen[-1]) + 1, dtype=np.int64)
+            np.add.at(sums, service_id, total_bytes)
+            services, block_sums = seen.tolist(), sums[seen].tolist()
+        else:
             grouped = (
-                pa.table({"service_id": records.service_id, "total": records.total_bytes})
+                pa.table(
+                    {
+                        "service_id": arrow_values(service_id, pa.int64()),
+                        "total": arrow_values(total_bytes, pa.int64()),
+                    }
+                )
                 .group_by("service_id")
                 .aggregate([("total", "sum")])
             )
-            services = grouped.column(0).to_pylist()
-            sums = grouped.column(1).to_pylist()
-        else:  # a block this large could wrap int64: add with Python's exact integers
-            services, sums = records.service_id.tolist(), records.total_bytes.tolist()
-        for service_id, total in zip(services, sums, strict=True):
-            totals[service_id] = totals.get(service_id, 0) + total
+            services, block_sums = grouped.column(0).to_pylist(), grouped.column(1).to_pylist()
+        for service, total in zip(services, block_sums, strict=True):
+            totals[service] = totals.get(service, 0) + total
 
     def build(self) -> Partial:
         """The exact state of everything added so far."""
         return Partial(
             key_id=self._key_id,
             service_bytes=dict(self._service_bytes),
-            pairs=_distinct_pairs(self._pending),
+            pairs=self._pending[0] if len(self._pending) == 1 else _distinct_pairs(self._pending),
         )
 
 

@@ -22,16 +22,22 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from kpis.pipeline.siphash import hash_binary
 
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 MAX_MSISDN_LENGTH = 64
 DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
 _INT64_MAX_DIGITS = b"9223372036854775807"
+_DIGITS = (ord("0"), ord("9"))
+# Any string of at most this many digits is below 2**63.
+_SAFE_DIGITS = 18
+# Printable ASCII without the space: such an msisdn needs no trimming and no check.
+_VISIBLE_ASCII = (0x21, 0x7E)
 
 
 class RejectReason(StrEnum):
@@ -56,12 +62,23 @@ class UnreadableFile(Exception):
 
 @dataclass(slots=True)
 class Records:
-    """Validated rows of one block, as aligned numpy columns."""
+    """Validated rows of one block, as aligned numpy columns.
 
-    subscriber: np.ndarray  # uint64 keyed hash of the trimmed msisdn
+    Subscribers come as a small table of keyed hashes (one per distinct raw
+    msisdn of the block) and a per-row index into it, so that work per
+    subscriber is done once per distinct value rather than once per row.
+    """
+
+    subscriber_code: np.ndarray  # int, per row: index into subscriber_hashes
+    subscriber_hashes: np.ndarray  # uint64 keyed hash of each distinct trimmed msisdn
     cell_id: np.ndarray  # int64
     service_id: np.ndarray  # int64
     total_bytes: np.ndarray  # int64, bytes_uplink + bytes_downlink
+
+    @property
+    def subscriber(self) -> np.ndarray:
+        """The keyed hash of each row's trimmed msisdn (uint64)."""
+        return self.subscriber_hashes[self.subscriber_code]
 
 
 @dataclass(slots=True)
@@ -213,7 +230,7 @@ def _required_positions(line: bytes) -> dict[str, int]:
 
 def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray | None]:
     """Check every field of a block; return the good rows and per-row reason codes."""
-    subscriber, msisdn_codes = _subscriber_hashes(batch.column(0), hash_key)
+    subscriber_code, subscriber_hashes, msisdn_codes = _subscriber_hashes(batch.column(0), hash_key)
     cell_id, cell_codes = _parse_non_negative(batch.column(1))
     service_id, service_codes = _parse_non_negative(batch.column(2))
     uplink, uplink_codes = _parse_non_negative(batch.column(3))
@@ -236,40 +253,62 @@ def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray
         reason_codes[(reason_codes == 0) & overflow] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
 
     if reason_codes is None:
-        return Records(subscriber, cell_id, service_id, total), None
+        return Records(subscriber_code, subscriber_hashes, cell_id, service_id, total), None
     keep = reason_codes == 0
     return (
-        Records(subscriber[keep], cell_id[keep], service_id[keep], total[keep]),
+        Records(
+            subscriber_code[keep], subscriber_hashes, cell_id[keep], service_id[keep], total[keep]
+        ),
         reason_codes,
     )
 
 
-def _subscriber_hashes(column: pa.Array, hash_key: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _subscriber_hashes(
+    column: pa.Array, hash_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Hash each trimmed msisdn with a keyed SipHash; flag empty or invalid ones.
 
-    Work is done once per distinct value of the block, not once per row.
+    Returns per-row indices into the hashes of the distinct raw values, and
+    per-row reason codes. Work is done once per distinct value, not per row.
     """
     encoded = pc.dictionary_encode(column)
     distinct = encoded.dictionary
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    indices = numpy_values(encoded.indices)
+    if _all_bytes_within(distinct, _VISIBLE_ASCII, MAX_MSISDN_LENGTH):
+        # Nothing to trim and nothing to reject: hash the raw values as they are.
+        return indices, hash_binary(distinct, hash_key), None
     try:
         text = distinct.cast(pa.string())
     except pa.ArrowInvalid:
         text = pa.array([_utf8_or_none(value) for value in distinct.to_pylist()], pa.string())
-    not_utf8 = pc.is_null(text).to_numpy(zero_copy_only=False)
+    not_utf8 = numpy_values(pc.is_null(text))
     trimmed = pc.fill_null(pc.utf8_trim_whitespace(text), "")
-    length = pc.utf8_length(trimmed).to_numpy(zero_copy_only=False)
+    length = numpy_values(pc.utf8_length(trimmed))
     control = _mask(pc.match_substring_regex(trimmed, r"[\x00-\x1f\x7f]"))
     codes = np.zeros(len(distinct), dtype=np.uint8)
     codes[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
     codes[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
-    hashes = pd.util.hash_array(
-        trimmed.to_numpy(zero_copy_only=False),
-        hash_key=hash_key,
-        categorize=False,
-    )
     row_codes = codes[indices]
-    return hashes[indices], (row_codes if row_codes.any() else None)
+    return indices, hash_binary(trimmed, hash_key), (row_codes if row_codes.any() else None)
+
+
+def _all_bytes_within(column: pa.Array, allowed: tuple[int, int], max_length: int) -> bool:
+    """True when every value has 1 to ``max_length`` bytes, all in the ``allowed`` range.
+
+    Looks at the array's raw offsets and bytes, without a kernel per rule.
+    """
+    if column.null_count or len(column) == 0:
+        return False
+    _, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=column.offset + len(column) + 1)
+    offsets = offsets[column.offset :]
+    lengths = np.diff(offsets)
+    if lengths.min() < 1 or lengths.max() > max_length:
+        return False
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    low, high = allowed
+    # Unsigned wrap-around: bytes below ``low`` become large, so one comparison checks both ends.
+    return bool(((data - np.uint8(low)) <= np.uint8(high - low)).all())
 
 
 def _utf8_or_none(value: bytes) -> str | None:
@@ -281,10 +320,13 @@ def _utf8_or_none(value: bytes) -> str | None:
 
 def _parse_non_negative(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse decimal integers in 0..2**63-1; return values and per-row reason codes."""
+    if _all_bytes_within(column, _DIGITS, _SAFE_DIGITS):
+        # Plain ASCII digits are valid UTF-8 and fit int64: reinterpret without a copy.
+        return numpy_values(pc.cast(column.view(pa.string()), pa.int64())), None
     try:
         text = column.cast(pa.string())
         if pc.all(pc.utf8_is_digit(text)).as_py():
-            return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), None
+            return numpy_values(pc.cast(text, pa.int64())), None
     except pa.ArrowInvalid:
         pass  # not UTF-8, or beyond int64: sort it out row by row
     return _parse_non_negative_rows(column)
@@ -294,9 +336,9 @@ def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     trimmed = pc.replace_substring_regex(column, r"^[ \t]+|[ \t]+$", "")
     digits = _mask(pc.match_substring_regex(trimmed, r"^[0-9]+$"))
     negative = _mask(pc.match_substring_regex(trimmed, r"^-[0-9]+$"))
-    empty = pc.binary_length(trimmed).to_numpy(zero_copy_only=False) == 0
+    empty = numpy_values(pc.binary_length(trimmed)) == 0
     canonical = pc.replace_substring_regex(trimmed, r"^0+([0-9])", r"\1")
-    length = pc.binary_length(canonical).to_numpy(zero_copy_only=False)
+    length = numpy_values(pc.binary_length(canonical))
     above_max = _mask(pc.greater(canonical, pa.scalar(_INT64_MAX_DIGITS, pa.binary())))
     too_large = digits & ((length > 19) | ((length == 19) & above_max))
 
@@ -306,15 +348,51 @@ def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     codes[digits] = 0
     codes[too_large] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
     good = codes == 0
-    values = pc.cast(
-        pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
-        pa.int64(),
-    ).to_numpy(zero_copy_only=False)
+    values = numpy_values(
+        pc.cast(
+            pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
+            pa.int64(),
+        )
+    )
     return values, codes
 
 
 def _mask(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return numpy_values(pc.fill_null(array, False))
+
+
+_NUMPY_TYPES = {
+    pa.uint8(): np.uint8,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.uint64(): np.uint64,
+}
+
+
+def arrow_values(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """An Arrow view of a numpy integer array (``pa.array`` would load pandas)."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[type_])
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def numpy_values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numpy view of the values of a null-free integer or boolean array.
+
+    Read straight from the Arrow buffer: ``to_numpy`` would load pandas, which
+    the command otherwise never needs.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    if array.null_count:
+        raise ValueError("the array has nulls")
+    if pa.types.is_boolean(array.type):
+        return numpy_values(pc.cast(array, pa.uint8())).view(bool)
+    dtype = np.dtype(_NUMPY_TYPES[array.type])
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=array.offset + len(array))[
+        array.offset :
+    ]
 
 
 class _HashingReader(io.RawIOBase):
@@ -348,11 +426,18 @@ class _PrefixedReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        # Fill the whole buffer when the data is there: the CSV reader makes a
+        # block of each read, and short reads would split files into small blocks.
+        view = memoryview(buffer).cast("B")
+        filled = 0
         if self._prefix:
-            count = min(len(buffer), len(self._prefix))
-            buffer[:count] = self._prefix[:count]
-            self._prefix = self._prefix[count:]
-            return count
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+            filled = min(len(view), len(self._prefix))
+            view[:filled] = self._prefix[:filled]
+            self._prefix = self._prefix[filled:]
+        while filled < len(view):
+            data = self._stream.read(len(view) - filled)
+            if not data:
+                break
+            view[filled : filled + len(data)] = data
+            filled += len(data)
+        return filled
