@@ -249,9 +249,14 @@ def main() -> None:
         action="store_true",
         help="Run the project under pyinstrument; the profile is written beside its database.",
     )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="Write the data set, run nothing."
+    )
     args = parser.parse_args()
 
     scenarios = generate(args, args.out)
+    if args.generate_only:
+        return
     results = []
     for scenario in scenarios:
         print(f"running {scenario.name} ...", flush=True)

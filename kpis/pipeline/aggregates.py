@@ -27,7 +27,8 @@ _COMPACT_ROWS = 4_000_000
 _SAFE_BLOCK_TOTAL = float(2**62)
 # A packed pair holds a subscriber rank below 2**32 and a cell key below 2**31.
 _CELL_BITS = 31
-_PACKED_LIMIT = 2**32
+_CELL_MASK = 2**_CELL_BITS - 1
+_RANK_LIMIT = 2**32
 # Service ids below this are summed in a dense array rather than grouped.
 _DENSE_SERVICE_IDS = 1 << 20
 # Cell ids below this are counted in a dense array rather than sorted.
@@ -63,34 +64,55 @@ def _ranked(subscribers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return distinct, rank
 
 
+def _cell_keys(cell_ids: list[np.ndarray]) -> np.ndarray | None:
+    """None when cell ids fit a packed pair as they are; else their sorted distinct values.
+
+    Cell ids that do not fit are packed as their rank among those values.
+    """
+    if all(len(c) == 0 or (c.min() >= 0 and c.max() <= _CELL_MASK) for c in cell_ids):
+        return None
+    cells = np.sort(np.concatenate(cell_ids))
+    return cells[_first_of_runs(cells)]
+
+
+def _pack_into(
+    out: np.ndarray, rank: np.ndarray, cell_id: np.ndarray, cells: np.ndarray | None
+) -> None:
+    """Pack (subscriber rank, cell) pairs into ``out``: rank in the high bits, cell below."""
+    np.left_shift(rank, _CELL_BITS, out=out, dtype=np.int64)
+    out |= cell_id if cells is None else np.searchsorted(cells, cell_id)
+
+
+def _unpack_distinct(
+    packed: np.ndarray, subscribers: np.ndarray, cells: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sort packed pairs in place; return the distinct ones as (cell_id, subscriber) arrays.
+
+    Ranks order subscribers, so the result is ordered by subscriber.
+    """
+    packed.sort()
+    distinct = packed[_first_of_runs(packed)]
+    cell_part = distinct & _CELL_MASK
+    return (
+        cell_part if cells is None else cells[cell_part],
+        subscribers[distinct >> _CELL_BITS],
+    )
+
+
 def _distinct_coded(
     cell_id: np.ndarray, rank: np.ndarray, subscribers: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (cell_id, subscribers[rank]) pairs, ordered by subscriber; ``subscribers`` sorted.
 
-    A pair is packed into one int64 (rank above, cell below) so that one sort
-    of plain integers finds the distinct pairs; cell ids that do not fit are
-    replaced by their rank among the distinct cell ids first.
+    A pair is packed into one int64 so that one sort of plain integers finds
+    the distinct pairs, rather than grouping by two columns.
     """
-    if len(cell_id) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    if len(subscribers) >= _PACKED_LIMIT:
+    if len(subscribers) > _RANK_LIMIT:
         raise ValueError("too many distinct subscribers to pack")  # 2**32: far beyond any hour
-    if cell_id.min() >= 0 and cell_id.max() < _PACKED_LIMIT // 2:
-        cell_key, cells = cell_id, None
-    else:
-        sorted_cells = np.sort(cell_id)
-        cells = sorted_cells[_first_of_runs(sorted_cells)]
-        cell_key = np.searchsorted(cells, cell_id)
-    packed = np.left_shift(rank, _CELL_BITS, dtype=np.int64)
-    packed |= cell_key
-    packed.sort()
-    distinct = packed[_first_of_runs(packed)]
-    cell_part = distinct & (_PACKED_LIMIT // 2 - 1)
-    return (
-        cell_part if cells is None else cells[cell_part],
-        subscribers[distinct >> _CELL_BITS],
-    )
+    cells = _cell_keys([cell_id])
+    packed = np.empty(len(cell_id), dtype=np.int64)
+    _pack_into(packed, rank, cell_id, cells)
+    return _unpack_distinct(packed, subscribers, cells)
 
 
 def _pair_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -110,30 +132,32 @@ def _pair_table(cell_id: np.ndarray, subscriber: np.ndarray) -> pa.Table:
 
 
 def _distinct_pairs(tables: list[pa.Table]) -> pa.Table:
-    """The distinct pairs of several pair tables, ordered by subscriber."""
-    tables = [table for table in tables if table.num_rows]
-    if not tables:
+    """The distinct pairs of several pair tables, ordered by subscriber.
+
+    Memory stays near one packed int64 per input pair: each table is packed
+    straight into one preallocated array.
+    """
+    arrays = [_pair_arrays(table) for table in tables if table.num_rows]
+    if not arrays:
         return PAIR_SCHEMA.empty_table()
-    cell_parts, rank_parts, subscriber_parts = [], [], []
-    for table in tables:
-        cell_id, subscriber = _pair_arrays(table)
-        distinct, local_rank = _sorted_distinct(subscriber)
-        cell_parts.append(cell_id)
-        rank_parts.append(local_rank)
-        subscriber_parts.append(distinct)
-    if len(tables) == 1:
-        return _pair_table(*_distinct_coded(cell_parts[0], rank_parts[0], subscriber_parts[0]))
-    everyone = np.sort(np.concatenate(subscriber_parts))
+    own_subscribers = [subscriber[_first_of_runs(subscriber)] for _, subscriber in arrays]
+    everyone = np.concatenate(own_subscribers)
+    everyone.sort()
     everyone = everyone[_first_of_runs(everyone)]
-    # Each table's distinct subscribers are sorted: searchsorted walks them in order.
-    ranks = [
-        np.searchsorted(everyone, distinct)[local_rank]
-        for distinct, local_rank in zip(subscriber_parts, rank_parts, strict=True)
-    ]
-    cell_id, subscriber = _distinct_coded(
-        np.concatenate(cell_parts), np.concatenate(ranks), everyone
-    )
-    return _pair_table(cell_id, subscriber)
+    if len(everyone) > _RANK_LIMIT:
+        raise ValueError("too many distinct subscribers to pack")  # 2**32: far beyond any hour
+    cells = _cell_keys([cell_id for cell_id, _ in arrays])
+    packed = np.empty(sum(len(cell_id) for cell_id, _ in arrays), dtype=np.int64)
+    position = 0
+    for (cell_id, subscriber), own in zip(arrays, own_subscribers, strict=True):
+        # Both lists are sorted, so searchsorted walks ``everyone`` once.
+        own_rank = np.searchsorted(everyone, own)
+        local = np.cumsum(_first_of_runs(subscriber), dtype=np.int64)
+        local -= 1
+        segment = packed[position : position + len(cell_id)]
+        _pack_into(segment, own_rank[local], cell_id, cells)
+        position += len(cell_id)
+    return _pair_table(*_unpack_distinct(packed, everyone, cells))
 
 
 @dataclass
