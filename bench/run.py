@@ -37,7 +37,7 @@ from kpis.sampledata import (  # noqa: E402 - the project root must be importabl
 START = datetime(2021, 7, 18, tzinfo=UTC)
 INTERVAL = timedelta(minutes=5)
 # Average size of one generated CSV row, to turn --large-gb into a row count.
-BYTES_PER_ROW = 41
+BYTES_PER_ROW = 33
 SUBSCRIBER_KEY = "bench-subscriber-key-0123456789abcdef0123456789"
 
 

@@ -224,7 +224,11 @@ class Partial:
         return sum(self.service_bytes.values())
 
     def to_bytes(self) -> bytes:
-        """Serialise for storage: Arrow IPC (zstd) with the service totals as metadata."""
+        """Serialise for storage: Arrow IPC (LZ4) with the service totals as metadata.
+
+        LZ4 rather than zstd: a little larger, but less than half the time per
+        file; sorted subscribers compress either way. Readers accept both.
+        """
         metadata = {
             b"format": _FORMAT_VERSION.encode(),
             b"key_id": self.key_id.encode(),
@@ -235,7 +239,7 @@ class Partial:
         }
         table = self.pairs.cast(PAIR_SCHEMA).replace_schema_metadata(metadata)
         sink = pa.BufferOutputStream()
-        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
         with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
             writer.write_table(table)
         return sink.getvalue().to_pybytes()
