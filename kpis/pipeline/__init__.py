@@ -61,6 +61,8 @@ def aggregate_file(
 
     Raises ``FileNotFoundError`` if the file disappeared since it was listed.
     """
+    # Memory the caller freed since the last file (an hour's states) goes back first.
+    _release_free_memory()
     stats = ReadStats()
     builder = PartialBuilder(key_id=key_id_for(hash_key))
     try:
@@ -80,21 +82,37 @@ def _release_free_memory() -> None:
 
     Arrow's pool and glibc both keep freed memory for reuse, and reuse by
     arrays of other sizes fragments it: without this, resident memory creeps
-    up file after file.
+    up file after file and hour after hour.
     """
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+_M_MMAP_THRESHOLD = -3
+# Arrays from this size on get their own mapping, returned to the OS when freed.
+_OWN_MAPPING_BYTES = 1024 * 1024
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc, set up so that large arrays never fragment the heap.
+
+    glibc raises its mapping threshold each time a large block is freed, after
+    which large arrays come from the heap and their memory stays resident; a
+    fixed threshold keeps peak memory flat however many files and hours a run has.
+    """
     name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+    if not name:
         return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(_M_MMAP_THRESHOLD, _OWN_MAPPING_BYTES)
+        libc.malloc_trim  # noqa: B018 - glibc only: fails elsewhere
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 __all__ = [
