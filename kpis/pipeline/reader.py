@@ -17,7 +17,7 @@ import io
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -34,6 +34,8 @@ REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_do
 MAX_MSISDN_LENGTH = 64
 DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
+# Each piece of a file is parsed in sub-blocks of this size, in parallel.
+_PARSE_BLOCK_BYTES = 64 * 1024 * 1024
 _INT64_MAX_DIGITS = b"9223372036854775807"
 _DIGITS = (ord("0"), ord("9"))
 # Any string of at most this many digits is below 2**63.
@@ -161,31 +163,75 @@ def _read_stream(
         return "skip"
 
     names = [f"f{index}" for index in range(width)]
-    reader = pacsv.open_csv(
-        _PrefixedReader(rest, stream),
-        read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=[names[positions[column]] for column in REQUIRED_COLUMNS],
-            column_types={names[positions[c]]: pa.binary() for c in REQUIRED_COLUMNS},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
+    read_options = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    parse_options = pacsv.ParseOptions(invalid_row_handler=count_ragged)
+    convert_options = pacsv.ConvertOptions(
+        include_columns=[names[positions[column]] for column in REQUIRED_COLUMNS],
+        column_types={names[positions[c]]: pa.binary() for c in REQUIRED_COLUMNS},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
     )
-    for batch in reader:
-        if on_block is not None:
-            on_block()
-        if batch.num_rows == 0:
+    pieces = _line_chunks(rest, stream, block_size)
+
+    def parse_next() -> pa.RecordBatch | None:
+        """Read and parse the next piece with rows; None at the end of the file."""
+        for piece in pieces:
+            if not piece.strip(b"\r\n"):
+                continue  # blank lines only: the parser skips them too
+            table = pacsv.read_csv(
+                pa.BufferReader(piece),
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+            if table.num_rows:
+                return table.combine_chunks().to_batches()[0]
+        return None
+
+    # The next piece is read, hashed and parsed in a helper thread while this
+    # one is checked and aggregated: one piece ahead, so memory stays bounded
+    # (Arrow's own streaming reader reads up to 32 blocks ahead).
+    upcoming = _parse_thread().submit(parse_next)
+    try:
+        while (batch := upcoming.result()) is not None:
+            upcoming = _parse_thread().submit(parse_next)
+            if on_block is not None:
+                on_block()
+            records, reason_codes = _validate(batch, hash_key)
+            if reason_codes is not None:
+                counts = np.bincount(reason_codes, minlength=len(_REASONS) + 1)
+                for number, reason in enumerate(_REASONS, start=1):
+                    if counts[number]:
+                        stats.rejects[reason] += int(counts[number])
+            stats.rows_accepted += len(records.cell_id)
+            if len(records.cell_id):
+                yield records
+    finally:
+        # Never leave the helper reading a file that is about to be closed.
+        upcoming.cancel()
+        wait([upcoming])
+
+
+def _line_chunks(prefix: bytes, stream: IO[bytes], size: int) -> Iterator[bytes]:
+    """Cut ``prefix`` and then ``stream`` into pieces of about ``size`` bytes ending at a line end.
+
+    Rows never contain a newline (the parser treats every one as a row end),
+    so a piece never splits a row. A row longer than ``size`` makes one larger piece.
+    """
+    carry = prefix
+    while True:
+        data = stream.read(max(size - len(carry), 64 * 1024))
+        if not data:
+            if carry:
+                yield carry
+            return
+        buffer = carry + data
+        cut = buffer.rfind(b"\n") + 1
+        if cut == 0:
+            carry = buffer
             continue
-        records, reason_codes = _validate(batch, hash_key)
-        if reason_codes is not None:
-            counts = np.bincount(reason_codes, minlength=len(_REASONS) + 1)
-            for number, reason in enumerate(_REASONS, start=1):
-                if counts[number]:
-                    stats.rejects[reason] += int(counts[number])
-        stats.rows_accepted += len(records.cell_id)
-        if len(records.cell_id):
-            yield records
+        carry = buffer[cut:]
+        yield buffer[:cut] if carry else buffer
 
 
 def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
@@ -270,7 +316,12 @@ def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray
 
 @functools.cache
 def _helper_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-read")
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-msisdn")
+
+
+@functools.cache
+def _parse_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-parse")
 
 
 def _subscriber_hashes(
@@ -423,31 +474,3 @@ class _HashingReader(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
-
-
-class _PrefixedReader(io.RawIOBase):
-    """Serve ``prefix`` first, then the rest of ``stream``."""
-
-    def __init__(self, prefix: bytes, stream: IO[bytes]) -> None:
-        self._prefix = memoryview(prefix)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        # Fill the whole buffer when the data is there: the CSV reader makes a
-        # block of each read, and short reads would split files into small blocks.
-        view = memoryview(buffer).cast("B")
-        filled = 0
-        if self._prefix:
-            filled = min(len(view), len(self._prefix))
-            view[:filled] = self._prefix[:filled]
-            self._prefix = self._prefix[filled:]
-        while filled < len(view):
-            data = self._stream.read(len(view) - filled)
-            if not data:
-                break
-            view[filled : filled + len(data)] = data
-            filled += len(data)
-        return filled
