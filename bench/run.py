@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -77,10 +78,11 @@ def generate(args: argparse.Namespace, out: Path) -> list[Scenario]:
     scenarios = []
     shape = f"{args.rows}-{args.subscribers}-{args.cells}-{args.services}-{args.seed}"
     hours_dir = out / "data" / f"hours-{shape}"
-    wanted_hours = max((4 if "four-hours" in args.scenarios else 1), 1)
+    wanted_hours = 4 if "four-hours" in args.scenarios else 1
     if {"hour", "four-hours"} & set(args.scenarios):
-        marker = hours_dir / f".complete-{wanted_hours}"
-        if not marker.exists():
+        marker = hours_dir / ".complete-hours"
+        have_hours = int(marker.read_text()) if marker.exists() else 0
+        if have_hours < wanted_hours:
             print(f"generating {wanted_hours * 12} files of {args.rows:,} rows in {hours_dir} ...")
             shutil.rmtree(hours_dir, ignore_errors=True)
             write_sample_files(
@@ -91,7 +93,7 @@ def generate(args: argparse.Namespace, out: Path) -> list[Scenario]:
                 rows=args.rows,
                 population=population,
             )
-            marker.touch()
+            marker.write_text(str(wanted_hours))
         all_files = sorted(
             (hours_dir / file_name(interval_start=START + i * INTERVAL, part=0))
             for i in range(wanted_hours * 12)
@@ -142,7 +144,7 @@ def project_rows(db: Path) -> list[list[object]]:
 
 def run_scenario(scenario: Scenario, args: argparse.Namespace, out: Path) -> dict[str, object]:
     """Run the project and the reference on one scenario; return the measures and the check."""
-    work = out / "runs" / scenario.name.split(" ")[0] / scenario.name.split(" ")[1]
+    work = out / "runs" / re.sub(r"[^a-z0-9.]+", "-", scenario.name.lower()).strip("-")
     shutil.rmtree(work, ignore_errors=True)
     input_dir = work / "input"
     input_dir.mkdir(parents=True)

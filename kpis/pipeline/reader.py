@@ -9,6 +9,7 @@ cannot be parsed at all raises :class:`UnreadableFile`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import functools
 import gzip
@@ -158,42 +159,75 @@ def _read_stream(
         if not rest.strip():
             return  # a header-only file is valid and empty
 
-    def count_ragged(_row: Any) -> str:
-        stats.rejects[RejectReason.WRONG_FIELD_COUNT] += 1
-        return "skip"
-
     names = [f"f{index}" for index in range(width)]
+    columns = [names[positions[column]] for column in REQUIRED_COLUMNS]
     read_options = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
-    parse_options = pacsv.ParseOptions(invalid_row_handler=count_ragged)
-    convert_options = pacsv.ConvertOptions(
-        include_columns=[names[positions[column]] for column in REQUIRED_COLUMNS],
-        column_types={names[positions[c]]: pa.binary() for c in REQUIRED_COLUMNS},
+    as_bytes = pacsv.ConvertOptions(
+        include_columns=columns,
+        column_types=dict.fromkeys(columns, pa.binary()),
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
-    pieces = _line_chunks(rest, stream, block_size)
+    # The parser's own int64 conversion is the fast path for the integer
+    # columns. It accepts what the rules accept (digits, with spaces or tabs
+    # around), plus signs: a piece with a "-" anywhere, or any value the
+    # parser refuses or leaves empty, is parsed again as bytes and checked
+    # row by row.
+    as_integers = pacsv.ConvertOptions(
+        include_columns=columns,
+        column_types={column: pa.int64() for column in columns} | {columns[0]: pa.binary()},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
 
-    def parse_next() -> pa.RecordBatch | None:
-        """Read and parse the next piece with rows; None at the end of the file."""
+    def parse(piece: bytes, convert_options: pacsv.ConvertOptions) -> tuple[pa.Table, int]:
+        """The piece's rows, and how many rows had the wrong number of fields."""
+        ragged = 0
+
+        def count_ragged(_row: Any) -> str:
+            nonlocal ragged
+            ragged += 1
+            return "skip"
+
+        table = pacsv.read_csv(
+            pa.BufferReader(piece),
+            read_options=read_options,
+            parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
+            convert_options=convert_options,
+        )
+        return table, ragged
+
+    def parse_next() -> tuple[pa.RecordBatch | None, int]:
+        """The next piece with rows (None at the end), and the ragged rows up to it."""
+        ragged_total = 0
         for piece in pieces:
             if not piece.strip(b"\r\n"):
                 continue  # blank lines only: the parser skips them too
-            table = pacsv.read_csv(
-                pa.BufferReader(piece),
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=convert_options,
-            )
+            parsed = None
+            if piece.find(b"-") < 0:
+                with contextlib.suppress(pa.ArrowInvalid):
+                    parsed = parse(piece, as_integers)
+                if parsed is not None and not _plain_integers(parsed[0]):
+                    parsed = None
+            table, ragged = parsed or parse(piece, as_bytes)
+            ragged_total += ragged
             if table.num_rows:
-                return table.combine_chunks().to_batches()[0]
-        return None
+                return table.combine_chunks().to_batches()[0], ragged_total
+        return None, ragged_total
+
+    pieces = _line_chunks(rest, stream, block_size)
 
     # The next piece is read, hashed and parsed in a helper thread while this
     # one is checked and aggregated: one piece ahead, so memory stays bounded
     # (Arrow's own streaming reader reads up to 32 blocks ahead).
     upcoming = _parse_thread().submit(parse_next)
     try:
-        while (batch := upcoming.result()) is not None:
+        while True:
+            batch, ragged = upcoming.result()
+            if ragged:
+                stats.rejects[RejectReason.WRONG_FIELD_COUNT] += ragged
+            if batch is None:
+                break
             upcoming = _parse_thread().submit(parse_next)
             if on_block is not None:
                 on_block()
@@ -210,6 +244,14 @@ def _read_stream(
         # Never leave the helper reading a file that is about to be closed.
         upcoming.cancel()
         wait([upcoming])
+
+
+def _plain_integers(table: pa.Table) -> bool:
+    """True when every integer column was parsed without an empty or negative value."""
+    for column in table.columns[1:]:
+        if column.null_count or (len(column) and pc.min(column).as_py() < 0):
+            return False
+    return True
 
 
 def _line_chunks(prefix: bytes, stream: IO[bytes], size: int) -> Iterator[bytes]:
@@ -381,6 +423,8 @@ def _utf8_or_none(value: bytes) -> str | None:
 
 def _parse_non_negative(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse decimal integers in 0..2**63-1; return values and per-row reason codes."""
+    if column.type == pa.int64():
+        return numpy_values(column), None  # parsed and checked while reading
     if _all_bytes_within(column, _DIGITS, _SAFE_DIGITS):
         # Plain ASCII digits are valid UTF-8 and fit int64: reinterpret without a copy.
         return numpy_values(pc.cast(column.view(pa.string()), pa.int64())), None

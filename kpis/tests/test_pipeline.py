@@ -367,7 +367,7 @@ class TestFastPaths:
         self, input_folder: InputFolder
     ) -> None:
         rng = random.Random(3)
-        msisdns = ["7", "007", "+4917", " 4917 ", "4917", "a-b", "491700000001", "\u00e9t\u00e9"]
+        msisdns = ["7", "007", "+4917", " 4917 ", "4917", "a b", "491700000001", "\u00e9t\u00e9"]
         msisdns += [str(491700000000 + n) for n in range(300)]
         rows = [
             (
@@ -394,6 +394,30 @@ class TestFastPaths:
         )
         assert partial.service_bytes == expected_bytes
         assert partial.top_cells(10) == counts
+
+    def test_integer_fast_path_and_row_by_row_checks_agree(self, input_folder: InputFolder) -> None:
+        odd_but_valid = [(f"s{i}", " 5", "\t7", "0003", f"{i} ") for i in range(12_000)]
+        bad = [("x", "-0", 1, 1, 1), ("y", "", 1, 1, 1), ("z", "+5", 1, 1, 1)]
+        plain = input_folder.write("2021-07-18T00:00", odd_but_valid)
+        # Each bad row in a piece of its own (the first piece holds the 64 KiB read with
+        # the header): the others cannot send it down the exact path.
+        spread = [*odd_but_valid[:6000], bad[0], *odd_but_valid[6000:9000], bad[1]]
+        spread += [*odd_but_valid[9000:], bad[2]]
+        mixed = input_folder.write("2021-07-18T00:05", spread)
+
+        fast = aggregate_file(plain, hash_key=KEY, block_size=4096)
+        checked = aggregate_file(mixed, hash_key=KEY, block_size=4096)
+
+        assert fast.partial is not None and checked.partial is not None
+        expected_bytes = {7: 12_000 * 3 + sum(range(12_000))}
+        assert fast.partial.service_bytes == checked.partial.service_bytes == expected_bytes
+        assert fast.partial.top_cells(2) == checked.partial.top_cells(2) == [(5, 12_000)]
+        assert fast.stats.rejects == {}
+        assert dict(checked.stats.rejects) == {
+            RejectReason.NEGATIVE_INTEGER: 1,
+            RejectReason.MISSING_VALUE: 1,
+            RejectReason.MALFORMED_INTEGER: 1,
+        }
 
     def test_nineteen_digit_values_take_the_exact_path(self, input_folder: InputFolder) -> None:
         path = input_folder.write(
