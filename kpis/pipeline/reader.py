@@ -201,7 +201,7 @@ def _read_stream(
         """The next piece with rows (None at the end), and the ragged rows up to it."""
         ragged_total = 0
         for piece in pieces:
-            if not piece.strip(b"\r\n"):
+            if not piece.lstrip(b"\r\n"):  # no copy unless it starts with a line end
                 continue  # blank lines only: the parser skips them too
             parsed = None
             if piece.find(b"-") < 0:
