@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +42,21 @@ def _zipf_weights(count: int, exponent: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def sample_table(population: Population, *, rows: int, stream_seed: list[int]) -> pa.Table:
-    """Draw ``rows`` usage records; ``stream_seed`` makes each file differ reproducibly."""
+@lru_cache(maxsize=4)
+def _home_cells_and_activity(population: Population) -> tuple[np.ndarray, np.ndarray]:
+    """Each subscriber's home cell and share of the records; drawn once per population."""
     base = np.random.default_rng(population.seed)
     home_cell = base.choice(
         population.cells, size=population.subscribers, p=_zipf_weights(population.cells, 0.8)
     )
     activity = _zipf_weights(population.subscribers, 0.6)
     base.shuffle(activity)
+    return home_cell, activity
 
+
+def sample_table(population: Population, *, rows: int, stream_seed: list[int]) -> pa.Table:
+    """Draw ``rows`` usage records; ``stream_seed`` makes each file differ reproducibly."""
+    home_cell, activity = _home_cells_and_activity(population)
     rng = np.random.default_rng([population.seed, *stream_seed])
     subscriber = rng.choice(population.subscribers, size=rows, p=activity)
     # Most records come from the home cell, the rest from a few neighbours.
@@ -110,6 +117,33 @@ def write_sample_files(
             temporary.replace(path)
             written.append(path)
     return written
+
+
+def write_large_file(
+    path: Path,
+    *,
+    rows: int,
+    population: Population,
+    stream_seed: list[int],
+    chunk_rows: int = 500_000,
+) -> Path:
+    """Write one file of ``rows`` records, drawn and written chunk by chunk in bounded memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    writer: pacsv.CSVWriter | None = None
+    try:
+        for chunk, offset in enumerate(range(0, rows, chunk_rows)):
+            table = sample_table(
+                population, rows=min(chunk_rows, rows - offset), stream_seed=[*stream_seed, chunk]
+            )
+            if writer is None:
+                writer = pacsv.CSVWriter(temporary, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    temporary.replace(path)
+    return path
 
 
 def hours_to_intervals(hours: float) -> int:

@@ -9,29 +9,40 @@ cannot be parsed at all raises :class:`UnreadableFile`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import functools
 import gzip
 import hashlib
 import io
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from kpis.pipeline.siphash import hash_binary
 
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 MAX_MSISDN_LENGTH = 64
 DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
+# Each piece of a file is parsed in sub-blocks of this size, in parallel.
+_PARSE_BLOCK_BYTES = 64 * 1024 * 1024
 _INT64_MAX_DIGITS = b"9223372036854775807"
+_DIGITS = (ord("0"), ord("9"))
+# Any string of at most this many digits is below 2**63.
+_SAFE_DIGITS = 18
+# Printable ASCII without the space: such an msisdn needs no trimming and no check.
+_VISIBLE_ASCII = (0x21, 0x7E)
 
 
 class RejectReason(StrEnum):
@@ -56,12 +67,23 @@ class UnreadableFile(Exception):
 
 @dataclass(slots=True)
 class Records:
-    """Validated rows of one block, as aligned numpy columns."""
+    """Validated rows of one block, as aligned numpy columns.
 
-    subscriber: np.ndarray  # uint64 keyed hash of the trimmed msisdn
+    Subscribers come as a small table of keyed hashes (one per distinct raw
+    msisdn of the block) and a per-row index into it, so that work per
+    subscriber is done once per distinct value rather than once per row.
+    """
+
+    subscriber_code: np.ndarray  # int, per row: index into subscriber_hashes
+    subscriber_hashes: np.ndarray  # uint64 keyed hash of each distinct trimmed msisdn
     cell_id: np.ndarray  # int64
     service_id: np.ndarray  # int64
     total_bytes: np.ndarray  # int64, bytes_uplink + bytes_downlink
+
+    @property
+    def subscriber(self) -> np.ndarray:
+        """The keyed hash of each row's trimmed msisdn (uint64)."""
+        return self.subscriber_hashes[self.subscriber_code]
 
 
 @dataclass(slots=True)
@@ -137,36 +159,121 @@ def _read_stream(
         if not rest.strip():
             return  # a header-only file is valid and empty
 
-    def count_ragged(_row: Any) -> str:
-        stats.rejects[RejectReason.WRONG_FIELD_COUNT] += 1
-        return "skip"
-
     names = [f"f{index}" for index in range(width)]
-    reader = pacsv.open_csv(
-        _PrefixedReader(rest, stream),
-        read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=[names[positions[column]] for column in REQUIRED_COLUMNS],
-            column_types={names[positions[c]]: pa.binary() for c in REQUIRED_COLUMNS},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
+    columns = [names[positions[column]] for column in REQUIRED_COLUMNS]
+    read_options = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    as_bytes = pacsv.ConvertOptions(
+        include_columns=columns,
+        column_types=dict.fromkeys(columns, pa.binary()),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
     )
-    for batch in reader:
-        if on_block is not None:
-            on_block()
-        if batch.num_rows == 0:
+    # The parser's own int64 conversion is the fast path for the integer
+    # columns. It accepts what the rules accept (digits, with spaces or tabs
+    # around), plus signs: a piece with a "-" anywhere, or any value the
+    # parser refuses or leaves empty, is parsed again as bytes and checked
+    # row by row.
+    as_integers = pacsv.ConvertOptions(
+        include_columns=columns,
+        column_types={column: pa.int64() for column in columns} | {columns[0]: pa.binary()},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+
+    def parse(piece: bytes, convert_options: pacsv.ConvertOptions) -> tuple[pa.Table, int]:
+        """The piece's rows, and how many rows had the wrong number of fields."""
+        ragged = 0
+
+        def count_ragged(_row: Any) -> str:
+            nonlocal ragged
+            ragged += 1
+            return "skip"
+
+        table = pacsv.read_csv(
+            pa.BufferReader(piece),
+            read_options=read_options,
+            parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
+            convert_options=convert_options,
+        )
+        return table, ragged
+
+    def parse_next() -> tuple[pa.RecordBatch | None, int]:
+        """The next piece with rows (None at the end), and the ragged rows up to it."""
+        ragged_total = 0
+        for piece in pieces:
+            if not piece.lstrip(b"\r\n"):  # no copy unless it starts with a line end
+                continue  # blank lines only: the parser skips them too
+            parsed = None
+            if piece.find(b"-") < 0:
+                with contextlib.suppress(pa.ArrowInvalid):
+                    parsed = parse(piece, as_integers)
+                if parsed is not None and not _plain_integers(parsed[0]):
+                    parsed = None
+            table, ragged = parsed or parse(piece, as_bytes)
+            ragged_total += ragged
+            if table.num_rows:
+                return table.combine_chunks().to_batches()[0], ragged_total
+        return None, ragged_total
+
+    pieces = _line_chunks(rest, stream, block_size)
+
+    # The next piece is read, hashed and parsed in a helper thread while this
+    # one is checked and aggregated: one piece ahead, so memory stays bounded
+    # (Arrow's own streaming reader reads up to 32 blocks ahead).
+    upcoming = _parse_thread().submit(parse_next)
+    try:
+        while True:
+            batch, ragged = upcoming.result()
+            if ragged:
+                stats.rejects[RejectReason.WRONG_FIELD_COUNT] += ragged
+            if batch is None:
+                break
+            upcoming = _parse_thread().submit(parse_next)
+            if on_block is not None:
+                on_block()
+            records, reason_codes = _validate(batch, hash_key)
+            if reason_codes is not None:
+                counts = np.bincount(reason_codes, minlength=len(_REASONS) + 1)
+                for number, reason in enumerate(_REASONS, start=1):
+                    if counts[number]:
+                        stats.rejects[reason] += int(counts[number])
+            stats.rows_accepted += len(records.cell_id)
+            if len(records.cell_id):
+                yield records
+    finally:
+        # Never leave the helper reading a file that is about to be closed.
+        upcoming.cancel()
+        wait([upcoming])
+
+
+def _plain_integers(table: pa.Table) -> bool:
+    """True when every integer column was parsed without an empty or negative value."""
+    for column in table.columns[1:]:
+        if column.null_count or (len(column) and pc.min(column).as_py() < 0):
+            return False
+    return True
+
+
+def _line_chunks(prefix: bytes, stream: IO[bytes], size: int) -> Iterator[bytes]:
+    """Cut ``prefix`` and then ``stream`` into pieces of about ``size`` bytes ending at a line end.
+
+    Rows never contain a newline (the parser treats every one as a row end),
+    so a piece never splits a row. A row longer than ``size`` makes one larger piece.
+    """
+    carry = prefix
+    while True:
+        data = stream.read(max(size - len(carry), 64 * 1024))
+        if not data:
+            if carry:
+                yield carry
+            return
+        buffer = carry + data
+        cut = buffer.rfind(b"\n") + 1
+        if cut == 0:
+            carry = buffer
             continue
-        records, reason_codes = _validate(batch, hash_key)
-        if reason_codes is not None:
-            counts = np.bincount(reason_codes, minlength=len(_REASONS) + 1)
-            for number, reason in enumerate(_REASONS, start=1):
-                if counts[number]:
-                    stats.rejects[reason] += int(counts[number])
-        stats.rows_accepted += len(records.cell_id)
-        if len(records.cell_id):
-            yield records
+        carry = buffer[cut:]
+        yield buffer[:cut] if carry else buffer
 
 
 def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
@@ -213,11 +320,14 @@ def _required_positions(line: bytes) -> dict[str, int]:
 
 def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray | None]:
     """Check every field of a block; return the good rows and per-row reason codes."""
-    subscriber, msisdn_codes = _subscriber_hashes(batch.column(0), hash_key)
+    # The msisdn work and the integer parsing are independent and both release
+    # the GIL in Arrow and numpy kernels: on two cores they overlap.
+    msisdn = _helper_thread().submit(_subscriber_hashes, batch.column(0), hash_key)
     cell_id, cell_codes = _parse_non_negative(batch.column(1))
     service_id, service_codes = _parse_non_negative(batch.column(2))
     uplink, uplink_codes = _parse_non_negative(batch.column(3))
     downlink, downlink_codes = _parse_non_negative(batch.column(4))
+    subscriber_code, subscriber_hashes, msisdn_codes = msisdn.result()
     total = uplink + downlink  # both below 2**63: a wrapped sum shows as negative
     overflow = total < 0
 
@@ -236,40 +346,72 @@ def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray
         reason_codes[(reason_codes == 0) & overflow] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
 
     if reason_codes is None:
-        return Records(subscriber, cell_id, service_id, total), None
+        return Records(subscriber_code, subscriber_hashes, cell_id, service_id, total), None
     keep = reason_codes == 0
     return (
-        Records(subscriber[keep], cell_id[keep], service_id[keep], total[keep]),
+        Records(
+            subscriber_code[keep], subscriber_hashes, cell_id[keep], service_id[keep], total[keep]
+        ),
         reason_codes,
     )
 
 
-def _subscriber_hashes(column: pa.Array, hash_key: str) -> tuple[np.ndarray, np.ndarray | None]:
+@functools.cache
+def _helper_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-msisdn")
+
+
+@functools.cache
+def _parse_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-parse")
+
+
+def _subscriber_hashes(
+    column: pa.Array, hash_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Hash each trimmed msisdn with a keyed SipHash; flag empty or invalid ones.
 
-    Work is done once per distinct value of the block, not once per row.
+    Returns per-row indices into the hashes of the distinct raw values, and
+    per-row reason codes. Work is done once per distinct value, not per row.
     """
     encoded = pc.dictionary_encode(column)
     distinct = encoded.dictionary
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    indices = numpy_values(encoded.indices)
+    if _all_bytes_within(distinct, _VISIBLE_ASCII, MAX_MSISDN_LENGTH):
+        # Nothing to trim and nothing to reject: hash the raw values as they are.
+        return indices, hash_binary(distinct, hash_key), None
     try:
         text = distinct.cast(pa.string())
     except pa.ArrowInvalid:
         text = pa.array([_utf8_or_none(value) for value in distinct.to_pylist()], pa.string())
-    not_utf8 = pc.is_null(text).to_numpy(zero_copy_only=False)
+    not_utf8 = numpy_values(pc.is_null(text))
     trimmed = pc.fill_null(pc.utf8_trim_whitespace(text), "")
-    length = pc.utf8_length(trimmed).to_numpy(zero_copy_only=False)
+    length = numpy_values(pc.utf8_length(trimmed))
     control = _mask(pc.match_substring_regex(trimmed, r"[\x00-\x1f\x7f]"))
     codes = np.zeros(len(distinct), dtype=np.uint8)
     codes[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
     codes[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
-    hashes = pd.util.hash_array(
-        trimmed.to_numpy(zero_copy_only=False),
-        hash_key=hash_key,
-        categorize=False,
-    )
     row_codes = codes[indices]
-    return hashes[indices], (row_codes if row_codes.any() else None)
+    return indices, hash_binary(trimmed, hash_key), (row_codes if row_codes.any() else None)
+
+
+def _all_bytes_within(column: pa.Array, allowed: tuple[int, int], max_length: int) -> bool:
+    """True when every value has 1 to ``max_length`` bytes, all in the ``allowed`` range.
+
+    Looks at the array's raw offsets and bytes, without a kernel per rule.
+    """
+    if column.null_count or len(column) == 0:
+        return False
+    _, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=column.offset + len(column) + 1)
+    offsets = offsets[column.offset :]
+    lengths = np.diff(offsets)
+    if lengths.min() < 1 or lengths.max() > max_length:
+        return False
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    low, high = allowed
+    # Unsigned wrap-around: bytes below ``low`` become large, so one comparison checks both ends.
+    return bool(((data - np.uint8(low)) <= np.uint8(high - low)).all())
 
 
 def _utf8_or_none(value: bytes) -> str | None:
@@ -281,10 +423,15 @@ def _utf8_or_none(value: bytes) -> str | None:
 
 def _parse_non_negative(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse decimal integers in 0..2**63-1; return values and per-row reason codes."""
+    if column.type == pa.int64():
+        return numpy_values(column), None  # parsed and checked while reading
+    if _all_bytes_within(column, _DIGITS, _SAFE_DIGITS):
+        # Plain ASCII digits are valid UTF-8 and fit int64: reinterpret without a copy.
+        return numpy_values(pc.cast(column.view(pa.string()), pa.int64())), None
     try:
         text = column.cast(pa.string())
         if pc.all(pc.utf8_is_digit(text)).as_py():
-            return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False), None
+            return numpy_values(pc.cast(text, pa.int64())), None
     except pa.ArrowInvalid:
         pass  # not UTF-8, or beyond int64: sort it out row by row
     return _parse_non_negative_rows(column)
@@ -294,9 +441,9 @@ def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     trimmed = pc.replace_substring_regex(column, r"^[ \t]+|[ \t]+$", "")
     digits = _mask(pc.match_substring_regex(trimmed, r"^[0-9]+$"))
     negative = _mask(pc.match_substring_regex(trimmed, r"^-[0-9]+$"))
-    empty = pc.binary_length(trimmed).to_numpy(zero_copy_only=False) == 0
+    empty = numpy_values(pc.binary_length(trimmed)) == 0
     canonical = pc.replace_substring_regex(trimmed, r"^0+([0-9])", r"\1")
-    length = pc.binary_length(canonical).to_numpy(zero_copy_only=False)
+    length = numpy_values(pc.binary_length(canonical))
     above_max = _mask(pc.greater(canonical, pa.scalar(_INT64_MAX_DIGITS, pa.binary())))
     too_large = digits & ((length > 19) | ((length == 19) & above_max))
 
@@ -306,15 +453,51 @@ def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     codes[digits] = 0
     codes[too_large] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
     good = codes == 0
-    values = pc.cast(
-        pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
-        pa.int64(),
-    ).to_numpy(zero_copy_only=False)
+    values = numpy_values(
+        pc.cast(
+            pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
+            pa.int64(),
+        )
+    )
     return values, codes
 
 
 def _mask(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return numpy_values(pc.fill_null(array, False))
+
+
+_NUMPY_TYPES = {
+    pa.uint8(): np.uint8,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.uint64(): np.uint64,
+}
+
+
+def arrow_values(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """An Arrow view of a numpy integer array (``pa.array`` would load pandas)."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[type_])
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def numpy_values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numpy view of the values of a null-free integer or boolean array.
+
+    Read straight from the Arrow buffer: ``to_numpy`` would load pandas, which
+    the command otherwise never needs.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    if array.null_count:
+        raise ValueError("the array has nulls")
+    if pa.types.is_boolean(array.type):
+        return numpy_values(pc.cast(array, pa.uint8())).view(bool)
+    dtype = np.dtype(_NUMPY_TYPES[array.type])
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=array.offset + len(array))[
+        array.offset :
+    ]
 
 
 class _HashingReader(io.RawIOBase):
@@ -335,24 +518,3 @@ class _HashingReader(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
-
-
-class _PrefixedReader(io.RawIOBase):
-    """Serve ``prefix`` first, then the rest of ``stream``."""
-
-    def __init__(self, prefix: bytes, stream: IO[bytes]) -> None:
-        self._prefix = memoryview(prefix)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._prefix:
-            count = min(len(buffer), len(self._prefix))
-            buffer[:count] = self._prefix[:count]
-            self._prefix = self._prefix[count:]
-            return count
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

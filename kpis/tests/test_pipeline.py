@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import random
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -254,3 +257,188 @@ def test_intervals_are_five_minutes_apart() -> None:
     start = interval_start_for_epoch_ms(1626566720000)
     assert interval_start_for_epoch_ms(1626566720000 + 300_000) - start == timedelta(minutes=5)
     assert HEADER[0] == "msisdn"
+
+
+class TestFastPaths:
+    """The optimised paths give exactly what a straightforward computation gives."""
+
+    def test_vectorised_siphash_equals_pandas_hash_array(self) -> None:
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+
+        from kpis.pipeline.siphash import hash_binary
+
+        rng = random.Random(7)
+        alphabet = "0123456789+ abcXYZ\u00e9\u4e2d\U0001f600"
+        values = ["", "7", "007", "491700000001", "x" * 64, "y" * 70]
+        values += ["".join(rng.choices(alphabet, k=rng.randrange(0, 40))) for _ in range(3000)]
+        expected = pd.util.hash_array(
+            np.array(values, dtype=object), hash_key=KEY, categorize=False
+        )
+        assert (hash_binary(pa.array(values, pa.string()), KEY) == expected).all()
+        assert (hash_binary(pa.array(values, pa.large_string()), KEY) == expected).all()
+        as_bytes = pa.array([v.encode() for v in values], pa.binary())
+        assert (hash_binary(as_bytes.slice(5, 100), KEY) == expected[5:105]).all()
+        same_length = [f"{n:012d}" for n in range(5000)]
+        assert (
+            hash_binary(pa.array(same_length), KEY)
+            == pd.util.hash_array(np.array(same_length, dtype=object), hash_key=KEY)
+        ).all()
+
+    @pytest.mark.parametrize(
+        "cell_ids",
+        [(0, 40), (2**31 - 5, 2**31 + 5), (2**62, 2**62 + 30)],
+        ids=["small-cells", "around-2-31", "too-large-to-pack"],
+    )
+    def test_packed_pairs_match_a_straightforward_count(self, cell_ids) -> None:
+        import numpy as np
+
+        from kpis.pipeline import PartialBuilder, Records
+
+        rng = np.random.default_rng(11)
+        low, high = cell_ids
+        expected_pairs: set[tuple[int, int]] = set()
+        expected_bytes: dict[int, int] = {}
+        partials = []
+        for _file in range(4):
+            builder = PartialBuilder(key_id="k")
+            for _block in range(3):
+                # Some distinct raw values share a hash, as " a" and "a" do after trimming.
+                hashes = rng.integers(0, 2**64, size=300, dtype=np.uint64)
+                hashes[rng.integers(0, 300, size=40)] = hashes[rng.integers(0, 300, size=40)]
+                rows = int(rng.integers(0, 2000))
+                records = Records(
+                    subscriber_code=rng.integers(0, 300, size=rows),
+                    subscriber_hashes=hashes,
+                    cell_id=rng.integers(low, high, size=rows, dtype=np.int64),
+                    service_id=rng.integers(0, 2**40, size=rows, dtype=np.int64)
+                    % np.int64(rng.choice([7, 2**40])),
+                    total_bytes=rng.integers(0, 2**40, size=rows, dtype=np.int64),
+                )
+                builder.add(records)
+                subscribers = records.subscriber.tolist()
+                expected_pairs.update(zip(records.cell_id.tolist(), subscribers, strict=True))
+                for service, total in zip(
+                    records.service_id.tolist(), records.total_bytes.tolist(), strict=True
+                ):
+                    expected_bytes[service] = expected_bytes.get(service, 0) + total
+            partials.append(Partial.from_bytes(builder.build().to_bytes()))
+
+        merged = Partial.merge(partials, key_id="k")
+
+        users: dict[int, int] = {}
+        for cell, _subscriber in expected_pairs:
+            users[cell] = users.get(cell, 0) + 1
+        ranked = sorted(users.items(), key=lambda item: (-item[1], item[0]))
+        assert merged.service_bytes == expected_bytes
+        assert merged.top_cells(10) == ranked[:10]
+        table = merged.cell_unique_users()
+        assert (
+            dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+            == users
+        )
+        pairs = merged.pairs
+        stored = set(zip(pairs.column(0).to_pylist(), pairs.column(1).to_pylist(), strict=True))
+        assert stored == expected_pairs and pairs.num_rows == len(expected_pairs)
+
+    def test_state_in_any_pair_order_merges_exactly(self) -> None:
+        import pyarrow as pa
+
+        from kpis.pipeline.aggregates import PAIR_SCHEMA
+
+        def partial(pairs: list[tuple[int, int]]) -> Partial:
+            cells, subscribers = zip(*pairs, strict=True)
+            table = pa.table(
+                {
+                    "cell_id": pa.array(cells, pa.int64()),
+                    "subscriber": pa.array(subscribers, pa.uint64()),
+                },
+                schema=PAIR_SCHEMA,
+            )
+            return Partial(key_id="k", pairs=table)
+
+        first = partial([(1, 9), (2, 3), (1, 3)])  # not ordered by subscriber
+        second = partial([(1, 3), (3, 2**64 - 1), (2, 9)])
+        merged = Partial.merge([first, second], key_id="k")
+        assert merged.top_cells(5) == [(1, 2), (2, 2), (3, 1)]
+
+    def test_a_file_in_many_blocks_matches_a_straightforward_count(
+        self, input_folder: InputFolder
+    ) -> None:
+        rng = random.Random(3)
+        msisdns = ["7", "007", "+4917", " 4917 ", "4917", "a b", "491700000001", "\u00e9t\u00e9"]
+        msisdns += [str(491700000000 + n) for n in range(300)]
+        rows = [
+            (
+                rng.choice(msisdns),
+                rng.choice([1, 2, 3, 2**40, 2**63 - 1]),
+                rng.randrange(0, 5),
+                rng.randrange(0, 10**12),
+                rng.randrange(0, 10**12),
+            )
+            for _ in range(30_000)
+        ]
+        path = input_folder.write("2021-07-18T00:00", rows)
+        expected_users: dict[int, set[str]] = {}
+        expected_bytes: dict[int, int] = {}
+        for msisdn, cell, service, up, down in rows:
+            expected_users.setdefault(cell, set()).add(msisdn.strip())
+            expected_bytes[service] = expected_bytes.get(service, 0) + up + down
+
+        partial = read(path, block_size=64 * 1024)
+
+        counts = sorted(
+            ((cell, len(users)) for cell, users in expected_users.items()),
+            key=lambda item: (-item[1], item[0]),
+        )
+        assert partial.service_bytes == expected_bytes
+        assert partial.top_cells(10) == counts
+
+    def test_integer_fast_path_and_row_by_row_checks_agree(self, input_folder: InputFolder) -> None:
+        odd_but_valid = [(f"s{i}", " 5", "\t7", "0003", f"{i} ") for i in range(12_000)]
+        bad = [("x", "-0", 1, 1, 1), ("y", "", 1, 1, 1), ("z", "+5", 1, 1, 1)]
+        plain = input_folder.write("2021-07-18T00:00", odd_but_valid)
+        # Each bad row in a piece of its own (the first piece holds the 64 KiB read with
+        # the header): the others cannot send it down the exact path.
+        spread = [*odd_but_valid[:6000], bad[0], *odd_but_valid[6000:9000], bad[1]]
+        spread += [*odd_but_valid[9000:], bad[2]]
+        mixed = input_folder.write("2021-07-18T00:05", spread)
+
+        fast = aggregate_file(plain, hash_key=KEY, block_size=4096)
+        checked = aggregate_file(mixed, hash_key=KEY, block_size=4096)
+
+        assert fast.partial is not None and checked.partial is not None
+        expected_bytes = {7: 12_000 * 3 + sum(range(12_000))}
+        assert fast.partial.service_bytes == checked.partial.service_bytes == expected_bytes
+        assert fast.partial.top_cells(2) == checked.partial.top_cells(2) == [(5, 12_000)]
+        assert fast.stats.rejects == {}
+        assert dict(checked.stats.rejects) == {
+            RejectReason.NEGATIVE_INTEGER: 1,
+            RejectReason.MISSING_VALUE: 1,
+            RejectReason.MALFORMED_INTEGER: 1,
+        }
+
+    def test_nineteen_digit_values_take_the_exact_path(self, input_folder: InputFolder) -> None:
+        path = input_folder.write(
+            "2021-07-18T00:00",
+            [("a", 2**63 - 1, 1, 0, 5), ("b", "0000000000000000000007", 1, 1, 0)],
+        )
+        partial = read(path)
+        assert partial.top_cells(3) == [(7, 1), (2**63 - 1, 1)]
+        assert partial.service_bytes == {1: 6}
+
+    def test_reading_files_never_loads_pandas(self, input_folder: InputFolder) -> None:
+        path = input_folder.write("2021-07-18T00:00", [("a", 1, 1, 1, 1), ("b", 2, 2, 2, 2)])
+        script = (
+            "import sys; from pathlib import Path; "
+            "from kpis.pipeline import Partial, aggregate_file, key_id_for; "
+            f"p = aggregate_file(Path({str(path)!r}), hash_key={KEY!r}).partial; "
+            "m = Partial.merge([p, Partial.from_bytes(p.to_bytes())], key_id=key_id_for("
+            f"{KEY!r})); m.top_cells(3); m.top_services(3); "
+            "sys.exit('pandas' in sys.modules)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], check=False
+        )
+        assert result.returncode == 0

@@ -1,0 +1,113 @@
+"""Reference computation of both KPIs with DuckDB, for the benchmark.
+
+Run as its own process so that its time and memory are measured apart:
+
+    python bench/duckdb_reference.py --top-n 3 --output rows.json FILE...
+
+Each file is read once: one GROUPING SETS query per five-minute interval
+keeps the service byte totals and the distinct (cell, msisdn) pairs; the
+interval and hourly top-N rows are computed from those. It imports nothing
+from the project, so it is an independent check of the project's rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+
+_NAME = re.compile(r"^[^/]+-(\d{13})\.\d+\.csv(\.gz)?$")
+_INTERVAL_S = 300
+_HOUR_S = 3600
+_COLUMNS = {
+    "msisdn": "VARCHAR",
+    "cell_id": "BIGINT",
+    "service_id": "BIGINT",
+    "bytes_uplink": "BIGINT",
+    "bytes_downlink": "BIGINT",
+}
+
+
+def interval_start(path: Path) -> int:
+    """Epoch seconds of the interval a file belongs to (closing stamp floored, minus 5 min)."""
+    match = _NAME.match(path.name)
+    if match is None:
+        raise SystemExit(f"not a contract file name: {path.name}")
+    closed_s = int(match.group(1)) // 1000
+    return closed_s - closed_s % _INTERVAL_S - _INTERVAL_S
+
+
+def compute(files: list[Path], top_n: int) -> list[list[object]]:
+    """All five-minute and hourly top-N rows as [kpi, start_epoch_s, interval, key, value]."""
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE services (start BIGINT, service_id BIGINT, total HUGEINT);"
+        "CREATE TABLE pairs (start BIGINT, cell_id BIGINT, msisdn VARCHAR);"
+    )
+    by_interval: dict[int, list[str]] = defaultdict(list)
+    for path in files:
+        by_interval[interval_start(path)].append(str(path))
+    for start, paths in sorted(by_interval.items()):
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE agg AS
+            SELECT GROUPING(service_id) AS by_cell, service_id, cell_id, msisdn,
+                   SUM(bytes_uplink::HUGEINT + bytes_downlink) AS total
+            FROM (
+                SELECT trim(msisdn) AS msisdn, cell_id, service_id, bytes_uplink, bytes_downlink
+                FROM read_csv(?, header = true, columns = ?)
+            )
+            GROUP BY GROUPING SETS ((service_id), (cell_id, msisdn))
+            """,
+            [paths, _COLUMNS],
+        )
+        con.execute(
+            "INSERT INTO services SELECT ?, service_id, total FROM agg WHERE by_cell = 0", [start]
+        )
+        con.execute(
+            "INSERT INTO pairs SELECT ?, cell_id, msisdn FROM agg WHERE by_cell = 1", [start]
+        )
+    con.execute("DROP TABLE IF EXISTS agg")
+
+    rows: list[list[object]] = []
+    queries = {
+        # (kpi, interval): SQL giving (start, key, value) with the contract's tie-breaks.
+        (1, 1): "SELECT start, service_id, total FROM services",
+        (1, 2): (
+            f"SELECT start - start % {_HOUR_S}, service_id, SUM(total) FROM services GROUP BY ALL"
+        ),
+        (2, 1): "SELECT start, cell_id, COUNT(*) FROM pairs GROUP BY ALL",
+        (2, 2): (
+            f"SELECT start - start % {_HOUR_S}, cell_id, COUNT(DISTINCT msisdn) FROM pairs "
+            "GROUP BY ALL"
+        ),
+    }
+    for (kpi, interval), query in queries.items():
+        ranked = con.execute(
+            f"""
+            SELECT s, k, v FROM (
+                SELECT s, k, v, ROW_NUMBER() OVER (PARTITION BY s ORDER BY v DESC, k ASC) AS r
+                FROM ({query}) AS q(s, k, v)
+            ) WHERE r <= ? ORDER BY s, r
+            """,
+            [top_n],
+        ).fetchall()
+        rows.extend([kpi, int(s), interval, int(k), int(v)] for s, k, v in ranked)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top-n", type=int, default=3, help="Rows per interval and KPI.")
+    parser.add_argument("--output", type=Path, required=True, help="Where to write the rows.")
+    parser.add_argument("files", type=Path, nargs="+", help="Raw files in the input contract.")
+    args = parser.parse_args()
+    args.output.write_text(json.dumps(compute(args.files, args.top_n)))
+
+
+if __name__ == "__main__":
+    main()
