@@ -9,6 +9,7 @@ cannot be parsed at all raises :class:`UnreadableFile`.
 from __future__ import annotations
 
 import base64
+import codecs
 import csv
 import gzip
 import hashlib
@@ -43,6 +44,7 @@ class RejectReason(StrEnum):
     NEGATIVE_INTEGER = "negative_integer"
     INTEGER_OUT_OF_RANGE = "integer_out_of_range"
     INVALID_MSISDN = "invalid_msisdn"
+    ROW_TOO_LONG = "row_too_long"
 
 
 # Row-level reason codes: 0 means accepted, n means _REASONS[n - 1].
@@ -132,10 +134,16 @@ def _read_stream(
     header_line, rest = _split_header(stream)
     positions = _required_positions(header_line)
     width = len(_parse_header(header_line))
-    if not rest.strip():
-        rest += stream.read(64 * 1024)
-        if not rest.strip():
-            return  # a header-only file is valid and empty
+    rows = _RowGuard(
+        _PrefixedReader(rest, stream),
+        limit=block_size // 2,
+        on_drop=lambda: stats.rejects.update([RejectReason.ROW_TOO_LONG]),
+    )
+    first = b""
+    while not first.strip(b"\r\n"):
+        first = rows.read(64 * 1024) or b""
+        if not first:
+            return  # header only (or every row too long): valid, and nothing to count
 
     def count_ragged(_row: Any) -> str:
         stats.rejects[RejectReason.WRONG_FIELD_COUNT] += 1
@@ -143,7 +151,8 @@ def _read_stream(
 
     names = [f"f{index}" for index in range(width)]
     reader = pacsv.open_csv(
-        _PrefixedReader(rest, stream),
+        # Full reads: the parser can lose a row when a short read splits CR LF.
+        io.BufferedReader(_PrefixedReader(first, cast(IO[bytes], rows))),
         read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
         parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
         convert_options=pacsv.ConvertOptions(
@@ -356,3 +365,103 @@ class _PrefixedReader(io.RawIOBase):
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _mask_unparsable_bytes(data: bytes) -> bytes:
+    """Replace NUL and every byte that is not part of valid UTF-8 by SUB (0x1a), in place.
+
+    The parser mishandles both: it fails the whole file when a row of the
+    wrong width is not UTF-8 (it decodes the row to report it), and it misreads
+    a quoted field that starts with NUL at a block boundary. SUB keeps the
+    same rows bad for the same reasons: an msisdn with a control character is
+    invalid, an integer with one is malformed.
+    """
+    if b"\x00" in data:
+        data = data.replace(b"\x00", _MASK)
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors=_MASK_ERRORS).encode("utf-8")
+    return data
+
+
+def _mask_each_bad_byte(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    return _MASK.decode() * (error.end - error.start), error.end
+
+
+_MASK = b"\x1a"
+_MASK_ERRORS = "kpis-mask-bad-bytes"
+codecs.register_error(_MASK_ERRORS, _mask_each_bad_byte)
+
+
+class _RowGuard(io.RawIOBase):
+    """Drop (and report) rows longer than ``limit`` bytes; mask bytes the parser mishandles.
+
+    The CSV parser gives up on the whole file when one row does not fit in a
+    block; an oversized row is a bad row, not a bad file. Lines end at CR or
+    LF, as for the parser (values never contain newlines). Only the unfinished
+    last line of what was read is held back, so memory stays bounded.
+    """
+
+    def __init__(self, source: io.RawIOBase, *, limit: int, on_drop: Callable[[], None]) -> None:
+        self._source = source
+        self._limit = limit
+        self._on_drop = on_drop
+        self._held = b""  # the unfinished line, at most ``limit`` bytes
+        self._skipping = False  # inside a line already found too long
+        self._ready = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._ready:
+            chunk = self._source.read(max(len(buffer), 1024 * 1024))
+            if not chunk:
+                if self._skipping:
+                    self._skipping = False
+                    self._on_drop()
+                tail, self._held = self._held, b""
+                if not tail:
+                    return 0
+                self._ready = memoryview(_mask_unparsable_bytes(tail))
+                break
+            self._ready = memoryview(self._filter(chunk))
+        count = min(len(buffer), len(self._ready))
+        buffer[:count] = self._ready[:count]
+        self._ready = self._ready[count:]
+        return count
+
+    def _filter(self, chunk: bytes) -> bytes:
+        data = self._held + chunk
+        codes = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero((codes == 10) | (codes == 13))
+        if not len(ends):
+            self._hold(data)
+            return b""
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts
+        if self._skipping or (lengths > self._limit).any():
+            kept = []
+            for start, end, length in zip(starts, ends, lengths, strict=True):
+                if self._skipping:
+                    self._skipping = False
+                    self._on_drop()
+                elif length > self._limit:
+                    self._on_drop()
+                else:
+                    kept.append(data[start : end + 1])
+            complete = b"".join(kept)
+        else:
+            complete = data[: ends[-1] + 1]
+        self._hold(data[ends[-1] + 1 :])
+        return _mask_unparsable_bytes(complete)
+
+    def _hold(self, tail: bytes) -> None:
+        if self._skipping or len(tail) > self._limit:
+            self._skipping, self._held = True, b""
+        else:
+            self._held = tail
