@@ -20,6 +20,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -302,11 +303,19 @@ def test_a_file_that_cannot_be_read_is_failed_with_its_reason(
 def test_truncated_or_corrupt_gzip_fails_the_file_cleanly(
     cut: int, tail: bytes, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    packed = gzip.compress(GOOD * 20)
+    rows = GOOD + GOOD.partition(b"\n")[2] * 19
+    packed = gzip.compress(rows)
     damaged = packed[: min(cut, len(packed) - 1)] + tail
     path = tmp_path_factory.mktemp("gz") / "f.csv.gz"
     path.write_bytes(damaged)
     outcome = aggregate_file(path, hash_key=HASH_KEY)
+    try:
+        restored = gzip.decompress(damaged)
+    except (OSError, EOFError, zlib.error):
+        restored = None
+    if restored == rows:  # the tail happened to repair the stream (e.g. the missing last byte)
+        assert (outcome.error, outcome.stats.rows_accepted) == (None, 20)
+        return
     assert outcome.error is not None
     assert outcome.error.startswith(
         ("cannot decompress or read the file", "empty file: no header row")
