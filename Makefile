@@ -6,7 +6,7 @@ MYSQL_URL ?= mysql://root@127.0.0.1:3306/network_analysis
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test test-mysql test-all lint bench serve clean
+.PHONY: demo test test-mysql test-all lint bench load serve clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	scripts/os-packages.sh
@@ -41,6 +41,11 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
+
+## load: a year of rows served by gunicorn under wrk while update_network_stats runs (loopback)
+load: $(BIN)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk: sudo apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) data db.sqlite3* staticfiles

@@ -34,7 +34,11 @@ class CsvRenderer(BaseRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
-        rows = data["results"] if isinstance(data, Mapping) and "results" in data else data
+        if isinstance(data, Mapping):
+            # A page's rows, or a single object (an OPTIONS description) as one row.
+            rows = data["results"] if "results" in data else [data]
+        else:
+            rows = data
         columns = self._columns(rows, renderer_context or {})
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")

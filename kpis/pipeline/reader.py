@@ -9,6 +9,7 @@ cannot be parsed at all raises :class:`UnreadableFile`.
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import csv
 import functools
@@ -54,6 +55,7 @@ class RejectReason(StrEnum):
     NEGATIVE_INTEGER = "negative_integer"
     INTEGER_OUT_OF_RANGE = "integer_out_of_range"
     INVALID_MSISDN = "invalid_msisdn"
+    ROW_TOO_LONG = "row_too_long"
 
 
 # Row-level reason codes: 0 means accepted, n means _REASONS[n - 1].
@@ -154,10 +156,7 @@ def _read_stream(
     header_line, rest = _split_header(stream)
     positions = _required_positions(header_line)
     width = len(_parse_header(header_line))
-    if not rest.strip():
-        rest += stream.read(64 * 1024)
-        if not rest.strip():
-            return  # a header-only file is valid and empty
+    rows = _RowGuard(_PrefixedReader(rest, stream), limit=block_size // 2)
 
     names = [f"f{index}" for index in range(width)]
     columns = [names[positions[column]] for column in REQUIRED_COLUMNS]
@@ -204,7 +203,8 @@ def _read_stream(
             if not piece.lstrip(b"\r\n"):  # no copy unless it starts with a line end
                 continue  # blank lines only: the parser skips them too
             parsed = None
-            if piece.find(b"-") < 0:
+            # "-" (a sign) and "x" (0x.. is hexadecimal to the parser) need the byte path.
+            if piece.find(b"-") < 0 and piece.find(b"x") < 0 and piece.find(b"X") < 0:
                 with contextlib.suppress(pa.ArrowInvalid):
                     parsed = parse(piece, as_integers)
                 if parsed is not None and not _plain_integers(parsed[0]):
@@ -215,7 +215,7 @@ def _read_stream(
                 return table.combine_chunks().to_batches()[0], ragged_total
         return None, ragged_total
 
-    pieces = _line_chunks(rest, stream, block_size)
+    pieces = _line_chunks(b"", cast(IO[bytes], rows), block_size)
 
     # The next piece is read, hashed and parsed in a helper thread while this
     # one is checked and aggregated: one piece ahead, so memory stays bounded
@@ -227,6 +227,8 @@ def _read_stream(
             if ragged:
                 stats.rejects[RejectReason.WRONG_FIELD_COUNT] += ragged
             if batch is None:
+                if rows.dropped:
+                    stats.rejects[RejectReason.ROW_TOO_LONG] += rows.dropped
                 break
             upcoming = _parse_thread().submit(parse_next)
             if on_block is not None:
@@ -268,7 +270,7 @@ def _line_chunks(prefix: bytes, stream: IO[bytes], size: int) -> Iterator[bytes]
                 yield carry
             return
         buffer = carry + data
-        cut = buffer.rfind(b"\n") + 1
+        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r")) + 1
         if cut == 0:
             carry = buffer
             continue
@@ -518,3 +520,128 @@ class _HashingReader(io.RawIOBase):
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+
+def _mask_unparsable_bytes(data: bytes) -> bytes:
+    """Replace NUL and every byte that is not part of valid UTF-8 by SUB (0x1a), in place.
+
+    The parser mishandles both: it fails the whole file when a row of the
+    wrong width is not UTF-8 (it decodes the row to report it), and it misreads
+    a quoted field that starts with NUL at a block boundary. SUB keeps the
+    same rows bad for the same reasons: an msisdn with a control character is
+    invalid, an integer with one is malformed.
+    """
+    if b"\x00" in data:
+        data = data.replace(b"\x00", _MASK)
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors=_MASK_ERRORS).encode("utf-8")
+    return data
+
+
+def _mask_each_bad_byte(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    return _MASK.decode() * (error.end - error.start), error.end
+
+
+_MASK = b"\x1a"
+_MASK_ERRORS = "kpis-mask-bad-bytes"
+codecs.register_error(_MASK_ERRORS, _mask_each_bad_byte)
+
+
+class _RowGuard(io.RawIOBase):
+    """Drop (and report) rows longer than ``limit`` bytes; mask bytes the parser mishandles.
+
+    The CSV parser gives up on the whole file when one row does not fit in a
+    block; an oversized row is a bad row, not a bad file. Lines end at CR or
+    LF, as for the parser (values never contain newlines). Only the unfinished
+    last line of what was read is held back, so memory stays bounded.
+    """
+
+    def __init__(self, source: io.RawIOBase, *, limit: int) -> None:
+        self._source = source
+        self._limit = limit
+        # Read by the consumer once the stream is exhausted; only the reading thread writes it.
+        self.dropped = 0
+        self._held = b""  # the unfinished line, at most ``limit`` bytes
+        self._skipping = False  # inside a line already found too long
+        self._ready = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._ready:
+            chunk = self._source.read(max(len(buffer), 1024 * 1024))
+            if not chunk:
+                if self._skipping:
+                    self._skipping = False
+                    self._drop()
+                tail, self._held = self._held, b""
+                if not tail:
+                    return 0
+                self._ready = memoryview(_mask_unparsable_bytes(tail))
+                break
+            self._ready = memoryview(self._filter(chunk))
+        count = min(len(buffer), len(self._ready))
+        buffer[:count] = self._ready[:count]
+        self._ready = self._ready[count:]
+        return count
+
+    def _filter(self, chunk: bytes) -> bytes:
+        data = self._held + chunk
+        codes = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero((codes == 10) | (codes == 13))
+        if not len(ends):
+            self._hold(data)
+            return b""
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts
+        if self._skipping or (lengths > self._limit).any():
+            kept = []
+            for start, end, length in zip(starts, ends, lengths, strict=True):
+                if self._skipping:
+                    self._skipping = False
+                    self._drop()
+                elif length > self._limit:
+                    self._drop()
+                else:
+                    kept.append(data[start : end + 1])
+            complete = b"".join(kept)
+        else:
+            complete = data[: ends[-1] + 1]
+        self._hold(data[ends[-1] + 1 :])
+        return _mask_unparsable_bytes(complete)
+
+    def _drop(self) -> None:
+        self.dropped += 1
+
+    def _hold(self, tail: bytes) -> None:
+        if self._skipping or len(tail) > self._limit:
+            self._skipping, self._held = True, b""
+        else:
+            self._held = tail
+
+
+class _PrefixedReader(io.RawIOBase):
+    """Serve ``prefix`` first, then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: IO[bytes]) -> None:
+        self._prefix = memoryview(prefix)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            count = min(len(buffer), len(self._prefix))
+            buffer[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -111,3 +111,13 @@ def test_errors_stay_json_when_csv_was_asked_for(client: APIClient) -> None:
     assert "detail" in missing.json()
     assert anonymous.status_code == 401
     assert anonymous["Content-Type"] == "application/json"
+
+
+@pytest.mark.django_db
+def test_an_options_request_in_csv_is_one_row_not_an_error() -> None:
+    api = APIClient()
+    api.force_authenticate(get_user_model().objects.create_user("csv-options"))
+    response = api.options("/api/KPIs/1/?format=csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.content.decode().splitlines()[0].startswith("name,")

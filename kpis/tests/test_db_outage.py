@@ -7,13 +7,11 @@ started for these tests and stopped at will; the shared server is never touched.
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import pytest
 from django.conf import settings
 
 from kpis.sampledata import Population, write_sample_files
-from kpis.tests.conftest import utc
+from kpis.tests.conftest import command_process, utc
 from kpis.tests.faults import Snapshot, assert_part_of, fault_env
 
 MARIADBD = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/usr/local/sbin")
@@ -130,23 +128,16 @@ def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Privat
         server.stop()
 
 
-def manage(
-    url: str, *args: str, env: dict[str, str] | None = None, **popen: object
-) -> subprocess.Popen[str]:
-    full_env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "KPI_SUBSCRIBER_KEY": settings.KPI_SUBSCRIBER_KEY,
-        "KPI_LOG_LEVEL": "INFO",
-        **(env or {}),
-    }
-    return subprocess.Popen(
-        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,  # type: ignore[call-overload]
+def manage(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start manage.py on the private server's database ``url``."""
+    return command_process(
+        *args,
+        env={
+            "DATABASE_URL": url,
+            "KPI_SUBSCRIBER_KEY": settings.KPI_SUBSCRIBER_KEY,
+            "KPI_LOG_LEVEL": "INFO",
+            **(env or {}),
+        },
     )
 
 

@@ -442,3 +442,27 @@ class TestFastPaths:
             [sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], check=False
         )
         assert result.returncode == 0
+
+
+def test_hexadecimal_integers_are_malformed_even_in_a_clean_block(
+    input_folder: InputFolder,
+) -> None:
+    # The CSV parser's own int64 conversion reads 0x10 as 16; the contract says decimal.
+    path = input_folder.write(
+        "2021-07-18T00:00", [("a", "0x10", 1, 1, 1), ("b", 2, "0X1", 1, 1), ("c", 3, 1, 1, 1)]
+    )
+    outcome = aggregate_file(path, hash_key=KEY)
+    assert dict(outcome.stats.rejects) == {RejectReason.MALFORMED_INTEGER: 2}
+    assert outcome.stats.rows_accepted == 1
+
+
+def test_a_row_longer_than_half_a_block_is_rejected_not_the_file(
+    input_folder: InputFolder,
+) -> None:
+    rows = [("a" * 100_000, 1, 1, 1, 1), ("b", 2, 1, 1, 1)]
+    outcome = aggregate_file(
+        input_folder.write("2021-07-18T00:00", rows), hash_key=KEY, block_size=64 * 1024
+    )
+    assert outcome.error is None
+    assert dict(outcome.stats.rejects) == {RejectReason.ROW_TOO_LONG: 1}
+    assert outcome.stats.rows_accepted == 1

@@ -1,0 +1,95 @@
+"""The API under fuzzing: schemathesis drives the WSGI app from its own OpenAPI schema.
+
+Valid and invalid requests (both generation modes) for every operation in
+``/api/schema/``, with a token and against a database holding real rows:
+no request may give a 5xx, and every 4xx must say what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from rest_framework.authtoken.models import Token
+from schemathesis.checks import not_a_server_error
+
+from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
+from kpis.tests.conftest import utc
+from network_analysis.wsgi import application
+
+schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+
+
+def a_4xx_says_why(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A refused request carries a JSON body that names the problem."""
+    if 400 <= response.status_code < 500:
+        body = response.json()
+        assert isinstance(body, dict) and body, f"{response.status_code} without a message"
+        messages = [str(value) for value in body.values()]
+        assert all(message.strip() for message in messages), body
+    return None
+
+
+@pytest.fixture
+def wsgi_keeps_the_test_connection() -> Iterator[None]:
+    """The WSGI handler closes connections after each request; the test transaction must live."""
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_token(db: None, wsgi_keeps_the_test_connection: None) -> str:
+    start = utc("2026-01-05T00:00")
+    for minutes in range(0, 60, 5):
+        moment = start.replace(minute=minutes)
+        end = moment.replace(minute=minutes) + (utc("2026-01-05T00:05") - start)
+        ServiceTrafficVolume.objects.create(
+            interval_start_timestamp=moment,
+            interval_end_timestamp=end,
+            interval=IntervalType.FIVE_MINUTES,
+            service_id=minutes,
+            total_bytes=2**40 + minutes,
+        )
+        CellUniqueUsers.objects.create(
+            interval_start_timestamp=moment,
+            interval_end_timestamp=end,
+            interval=IntervalType.FIVE_MINUTES,
+            cell_id=minutes,
+            number_of_unique_users=minutes + 1,
+        )
+        IntervalLedger.objects.create(
+            interval_start_timestamp=moment,
+            interval_end_timestamp=end,
+            interval=IntervalType.FIVE_MINUTES,
+            revision=1,
+        )
+    user = get_user_model().objects.create_user("fuzzer", password="x" * 20)
+    return Token.objects.create(user=user).key
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_no_request_breaks_the_api(case: Any, api_token: str) -> None:
+    case.call_and_validate(
+        headers={"Authorization": f"Token {api_token}"},
+        checks=[not_a_server_error, a_4xx_says_why],
+    )
+
+
+def test_the_schema_covers_the_api() -> None:
+    paths = {result.ok().path for result in schema.get_all_operations()}  # type: ignore[union-attr]
+    assert {"/api/KPIs/", "/api/intervals/"} <= paths
