@@ -36,7 +36,7 @@ class CsvRenderer(BaseRenderer):
     ) -> bytes:
         if isinstance(data, Mapping):
             # A page's rows, or a single object (an OPTIONS description) as one row.
-            rows = data["results"] if "results" in data else [data]
+            rows = data.get("results", [data])
         else:
             rows = data
         columns = self._columns(rows, renderer_context or {})
