@@ -34,11 +34,8 @@ class CsvRenderer(BaseRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
-        if isinstance(data, Mapping):
-            # A page's rows, or a single object (an OPTIONS description) as one row.
-            rows = data.get("results", [data])
-        else:
-            rows = data
+        # A page's rows, or a single object (an OPTIONS description) as one row.
+        rows = data.get("results", [data]) if isinstance(data, Mapping) else data
         columns = self._columns(rows, renderer_context or {})
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
