@@ -156,7 +156,7 @@ def _read_stream(
     header_line, rest = _split_header(stream)
     positions = _required_positions(header_line)
     width = len(_parse_header(header_line))
-    rows = _RowGuard(_PrefixedReader(rest, stream), limit=block_size // 2)
+    rows = _RowGuard(stream, limit=block_size // 2, prefix=rest)
 
     names = [f"f{index}" for index in range(width)]
     columns = [names[positions[column]] for column in REQUIRED_COLUMNS]
@@ -215,7 +215,7 @@ def _read_stream(
                 return table.combine_chunks().to_batches()[0], ragged_total
         return None, ragged_total
 
-    pieces = _line_chunks(b"", cast(IO[bytes], rows), block_size)
+    pieces = _line_chunks(rows, block_size)
 
     # The next piece is read, hashed and parsed in a helper thread while this
     # one is checked and aggregated: one piece ahead, so memory stays bounded
@@ -256,26 +256,21 @@ def _plain_integers(table: pa.Table) -> bool:
     return True
 
 
-def _line_chunks(prefix: bytes, stream: IO[bytes], size: int) -> Iterator[bytes]:
-    """Cut ``prefix`` and then ``stream`` into pieces of about ``size`` bytes ending at a line end.
+def _line_chunks(lines: _RowGuard, size: int) -> Iterator[bytes]:
+    """Group the guard's whole lines into pieces of about ``size`` bytes.
 
-    Rows never contain a newline (the parser treats every one as a row end),
-    so a piece never splits a row. A row longer than ``size`` makes one larger piece.
+    The guard hands out whole lines only, so a piece never splits a row.
     """
-    carry = prefix
-    while True:
-        data = stream.read(max(size - len(carry), 64 * 1024))
-        if not data:
-            if carry:
-                yield carry
-            return
-        buffer = carry + data
-        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r")) + 1
-        if cut == 0:
-            carry = buffer
-            continue
-        carry = buffer[cut:]
-        yield buffer[:cut] if carry else buffer
+    parts: list[bytes] = []
+    length = 0
+    while data := lines.read():
+        parts.append(data)
+        length += len(data)
+        if length >= size:
+            yield b"".join(parts)
+            parts, length = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
@@ -552,7 +547,7 @@ _MASK_ERRORS = "kpis-mask-bad-bytes"
 codecs.register_error(_MASK_ERRORS, _mask_each_bad_byte)
 
 
-class _RowGuard(io.RawIOBase):
+class _RowGuard:
     """Drop (and report) rows longer than ``limit`` bytes; mask bytes the parser mishandles.
 
     The CSV parser gives up on the whole file when one row does not fit in a
@@ -561,38 +556,54 @@ class _RowGuard(io.RawIOBase):
     last line of what was read is held back, so memory stays bounded.
     """
 
-    def __init__(self, source: io.RawIOBase, *, limit: int) -> None:
+    def __init__(self, source: IO[bytes], *, limit: int, prefix: bytes = b"") -> None:
         self._source = source
         self._limit = limit
+        self._prefix = prefix  # bytes already read from ``source``, served first
         # Read by the consumer once the stream is exhausted; only the reading thread writes it.
         self.dropped = 0
         self._held = b""  # the unfinished line, at most ``limit`` bytes
         self._skipping = False  # inside a line already found too long
-        self._ready = memoryview(b"")
+        self._ready = b""
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of whole, acceptable lines; empty at the end."""
         while not self._ready:
-            chunk = self._source.read(max(len(buffer), 1024 * 1024))
+            chunk = self._next_chunk()
             if not chunk:
                 if self._skipping:
                     self._skipping = False
                     self._drop()
                 tail, self._held = self._held, b""
                 if not tail:
-                    return 0
-                self._ready = memoryview(_mask_unparsable_bytes(tail))
+                    return b""
+                self._ready = _mask_unparsable_bytes(tail)
                 break
-            self._ready = memoryview(self._filter(chunk))
-        count = min(len(buffer), len(self._ready))
-        buffer[:count] = self._ready[:count]
-        self._ready = self._ready[count:]
-        return count
+            self._ready = self._filter(chunk)
+        if size < 0 or size >= len(self._ready):
+            out, self._ready = self._ready, b""  # the common case: no copy
+            return out
+        out, self._ready = self._ready[:size], self._ready[size:]
+        return out
+
+    def _next_chunk(self) -> bytes:
+        # Never more than ``limit`` at a time: a line inside one read then cannot be too long.
+        size = min(1024 * 1024 * 4, self._limit)
+        if self._prefix:
+            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            return chunk
+        return self._source.read(size)
 
     def _filter(self, chunk: bytes) -> bytes:
-        data = self._held + chunk
+        data = self._held + chunk if self._held else chunk
+        last = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if last >= 0 and not self._skipping:
+            first = min(end for end in (data.find(b"\n"), data.find(b"\r")) if end >= 0)
+            # Lines after the first lie inside this read, which is at most ``limit`` long:
+            # only the first can be too long.
+            if first <= self._limit:
+                self._hold(data[last + 1 :])
+                return _mask_unparsable_bytes(data[: last + 1])
         codes = np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero((codes == 10) | (codes == 13))
         if not len(ends):
@@ -624,24 +635,3 @@ class _RowGuard(io.RawIOBase):
             self._skipping, self._held = True, b""
         else:
             self._held = tail
-
-
-class _PrefixedReader(io.RawIOBase):
-    """Serve ``prefix`` first, then the rest of ``stream``."""
-
-    def __init__(self, prefix: bytes, stream: IO[bytes]) -> None:
-        self._prefix = memoryview(prefix)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._prefix:
-            count = min(len(buffer), len(self._prefix))
-            buffer[:count] = self._prefix[:count]
-            self._prefix = self._prefix[count:]
-            return count
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
