@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from kpis.models import (
     FileState,
@@ -244,9 +246,6 @@ def run_lock(
 
 def api_token_create(*, username: str) -> str:
     """Give ``username`` a new API token, replacing any previous one; return its key."""
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
     user = get_user_model().objects.get(username=username)
     with transaction.atomic():
         Token.objects.filter(user=user).delete()
@@ -255,8 +254,6 @@ def api_token_create(*, username: str) -> str:
 
 def api_token_revoke(*, username: str) -> bool:
     """Delete the API token of ``username``; return whether there was one."""
-    from rest_framework.authtoken.models import Token
-
     deleted, _ = Token.objects.filter(user__username=username).delete()
     return deleted > 0
 
