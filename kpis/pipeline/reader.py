@@ -154,8 +154,9 @@ def _read_stream(
     on_block: Callable[[], None] | None,
 ) -> Iterator[Records]:
     header_line, rest = _split_header(stream)
-    positions = _required_positions(header_line)
-    width = len(_parse_header(header_line))
+    header = _parse_header(header_line)
+    positions = _required_positions(header)
+    width = len(header)
     rows = _RowGuard(stream, limit=block_size // 2, prefix=rest)
 
     names = [f"f{index}" for index in range(width)]
@@ -300,8 +301,7 @@ def _parse_header(line: bytes) -> list[str]:
         raise UnreadableFile(f"the header row is not CSV: {error}") from None
 
 
-def _required_positions(line: bytes) -> dict[str, int]:
-    names = _parse_header(line)
+def _required_positions(names: list[str]) -> dict[str, int]:
     missing = [column for column in REQUIRED_COLUMNS if column not in names]
     if missing:
         raise UnreadableFile(
