@@ -104,7 +104,7 @@ _SITECUSTOMIZE = textwrap.dedent(
 
             return wrapper
 
-        _wrap("kpis.services", "run_lock_acquire", make)
+        _wrap("kpis.services.locks", "run_lock_acquire", make)
 
 
     def setup(*args, **kwargs):

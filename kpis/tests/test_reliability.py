@@ -79,11 +79,11 @@ def reference_snapshot(run_update: Callable[..., RunResult]) -> dict[str, list[t
 # 18 intervals of two files: 36 files read, 36 states saved, rows replaced for
 # intervals 1-12, hour 0 (call 13), intervals 13-18, hour 1 (call 20).
 KILL_POINTS = {
-    "while_reading_a_file": "kpis.services:aggregate_file:7:reading",
-    "between_intervals": "kpis.services:interval_persist:6:before",
-    "inside_the_interval_transaction": "kpis.services:file_state_save:9:after",
-    "inside_the_first_hour_roll_up": "kpis.services:_kpi_rows_replace:13:after",
-    "inside_the_last_hour_roll_up": "kpis.services:_kpi_rows_replace:20:after",
+    "while_reading_a_file": "kpis.services.update:aggregate_file:7:reading",
+    "between_intervals": "kpis.services.update:interval_persist:6:before",
+    "inside_the_interval_transaction": "kpis.services.update:file_state_save:9:after",
+    "inside_the_first_hour_roll_up": "kpis.services.update:_kpi_rows_replace:13:after",
+    "inside_the_last_hour_roll_up": "kpis.services.update:_kpi_rows_replace:20:after",
 }
 
 

@@ -8,25 +8,16 @@ every hour that is due and touched. Work grows with the new files only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import socket
-import time
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from kpis.models import (
     FileState,
@@ -34,8 +25,6 @@ from kpis.models import (
     InputFileStatus,
     IntervalLedger,
     IntervalType,
-    KpiRow,
-    RunLock,
 )
 from kpis.pipeline import (
     HOUR,
@@ -49,17 +38,9 @@ from kpis.pipeline import (
     scan_input_dir,
 )
 from kpis.registry import KPIS
+from kpis.services.state import file_state_load, file_state_save
 
 logger = logging.getLogger("kpis.update")
-
-UPDATE_LOCK_NAME = "update_network_stats"
-# MySQL refuses packets above max_allowed_packet (16 MiB by default).
-STATE_SLICE_BYTES = 4 * 1024 * 1024
-_HEARTBEAT_EVERY_SECONDS = 30.0
-
-
-class LockBusy(Exception):
-    """Another run holds the update lock."""
 
 
 @dataclass(frozen=True)
@@ -160,120 +141,6 @@ class Observer:
 
     def interval_done(self, result: IntervalResult) -> None:
         """Called after each interval (or hour) is committed."""
-
-
-# --- the run lock ------------------------------------------------------------
-
-
-def _holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _holder_is_dead(holder: str) -> bool:
-    """True when ``holder`` is a process of this host that no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def run_lock_acquire(*, name: str, holder: str, stale_after: timedelta) -> bool:
-    """Take the named lease if it is free, stale, or held by a dead local process."""
-    with contextlib.suppress(IntegrityError):  # created by a concurrent run a moment ago
-        RunLock.objects.get_or_create(name=name)
-    now = timezone.now()
-    free = Q(holder="") | Q(heartbeat_at__lt=now - stale_after)
-    if RunLock.objects.filter(free, name=name).update(holder=holder, heartbeat_at=now):
-        return True
-    current = RunLock.objects.filter(name=name).values_list("holder", flat=True).first()
-    if current and _holder_is_dead(current):
-        # Compare-and-swap on the old holder: of several contenders, one wins.
-        taken = RunLock.objects.filter(name=name, holder=current).update(
-            holder=holder, heartbeat_at=now
-        )
-        if taken:
-            logger.warning("took over the lock of a run that died: %s", current)
-        return bool(taken)
-    return False
-
-
-def run_lock_heartbeat(*, name: str, holder: str) -> None:
-    """Renew the lease; raise if another run has taken it over meanwhile."""
-    if not RunLock.objects.filter(name=name, holder=holder).update(heartbeat_at=timezone.now()):
-        raise LockBusy("the update lock was taken over by another run")
-
-
-def run_lock_release(*, name: str, holder: str) -> None:
-    RunLock.objects.filter(name=name, holder=holder).update(holder="", heartbeat_at=None)
-
-
-@contextmanager
-def run_lock(
-    *, stale_after: timedelta, name: str = UPDATE_LOCK_NAME
-) -> Iterator[Callable[[], None]]:
-    """Hold the update lock for the block; yield a rate-limited heartbeat function."""
-    holder = _holder_id()
-    if not run_lock_acquire(name=name, holder=holder, stale_after=stale_after):
-        raise LockBusy("another update_network_stats run is in progress")
-    last = time.monotonic()
-
-    def heartbeat() -> None:
-        nonlocal last
-        if time.monotonic() - last >= _HEARTBEAT_EVERY_SECONDS:
-            run_lock_heartbeat(name=name, holder=holder)
-            last = time.monotonic()
-
-    try:
-        yield heartbeat
-    except BaseException:
-        # If the database is gone, releasing fails too; report the first error, not
-        # that one. A lease left behind is taken over once this process has exited.
-        with contextlib.suppress(DatabaseError):
-            run_lock_release(name=name, holder=holder)
-        raise
-    run_lock_release(name=name, holder=holder)
-
-
-# --- API tokens --------------------------------------------------------------
-
-
-def api_token_create(*, username: str) -> str:
-    """Give ``username`` a new API token, replacing any previous one; return its key."""
-    user = get_user_model().objects.get(username=username)
-    with transaction.atomic():
-        Token.objects.filter(user=user).delete()
-        return str(Token.objects.create(user=user).key)
-
-
-def api_token_revoke(*, username: str) -> bool:
-    """Delete the API token of ``username``; return whether there was one."""
-    deleted, _ = Token.objects.filter(user__username=username).delete()
-    return deleted > 0
-
-
-# --- stored file state -------------------------------------------------------
-
-
-def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
-    """Replace the stored state of a counted file, cut into packet-sized slices."""
-    FileState.objects.filter(file=record).delete()
-    data = partial.to_bytes()
-    FileState.objects.bulk_create(
-        FileState(file=record, seq=seq, data=data[offset : offset + STATE_SLICE_BYTES])
-        for seq, offset in enumerate(range(0, len(data), STATE_SLICE_BYTES))
-    )
-
-
-def file_state_load(*, record: InputFileRecord) -> Partial:
-    slices = FileState.objects.filter(file=record).order_by("seq").values_list("data", flat=True)
-    return Partial.from_bytes(b"".join(bytes(piece) for piece in slices))
 
 
 def _sha256_of(path: Path) -> str:
@@ -662,33 +529,3 @@ def _hour_finish(
     summary.hours_rolled_up += 1
     logger.info(result.log_line(), extra=result.log_fields())
     observer.interval_done(result)
-
-
-# --- retention ---------------------------------------------------------------
-
-
-def kpi_rows_prune(
-    *, five_minute_before: datetime, hourly_before: datetime | None = None, dry_run: bool = False
-) -> dict[str, int]:
-    """Delete the KPI rows and ledger entries of intervals that ended at or before the cutoffs.
-
-    Five-minute ones always, hourly ones only when ``hourly_before`` is given. File
-    records and stored file states are never touched: a late file still recomputes
-    its hour exactly. Returns the rows deleted (or, in a dry run, that would be) per table.
-    """
-    cutoffs = {IntervalType.FIVE_MINUTES: (five_minute_before, INTERVAL)}
-    if hourly_before is not None:
-        cutoffs[IntervalType.ONE_HOUR] = (hourly_before, HOUR)
-    models: list[type[KpiRow] | type[IntervalLedger]] = [*(kpi.model for kpi in KPIS)]
-    models.append(IntervalLedger)
-    counts: dict[str, int] = {}
-    with transaction.atomic():
-        for interval, (cutoff, duration) in cutoffs.items():
-            for model in models:
-                # On the start column, which is indexed: ends at or before the cutoff.
-                old = model.objects.filter(
-                    interval=interval, interval_start_timestamp__lte=cutoff - duration
-                )
-                label = f"{model.__name__} {IntervalType(interval).label}"
-                counts[label] = old.count() if dry_run else old.delete()[0]
-    return counts

@@ -1,0 +1,53 @@
+"""Every write of the service, by concern.
+
+- :mod:`kpis.services.update`: one ``update_network_stats`` run (intervals, hours).
+- :mod:`kpis.services.state`: the stored state of each counted file.
+- :mod:`kpis.services.locks`: the lease that lets one run work at a time.
+- :mod:`kpis.services.retention`: pruning old rows.
+- :mod:`kpis.services.tokens`: API tokens.
+"""
+
+from __future__ import annotations
+
+from kpis.services.locks import (
+    UPDATE_LOCK_NAME,
+    LockBusy,
+    run_lock,
+    run_lock_acquire,
+    run_lock_heartbeat,
+    run_lock_release,
+)
+from kpis.services.retention import kpi_rows_prune
+from kpis.services.state import STATE_SLICE_BYTES, file_state_load, file_state_save
+from kpis.services.tokens import api_token_create, api_token_revoke
+from kpis.services.update import (
+    IntervalResult,
+    Observer,
+    RunSummary,
+    UpdateConfig,
+    hour_roll_up,
+    interval_persist,
+    network_stats_update,
+)
+
+__all__ = [
+    "STATE_SLICE_BYTES",
+    "UPDATE_LOCK_NAME",
+    "IntervalResult",
+    "LockBusy",
+    "Observer",
+    "RunSummary",
+    "UpdateConfig",
+    "api_token_create",
+    "api_token_revoke",
+    "file_state_load",
+    "file_state_save",
+    "hour_roll_up",
+    "interval_persist",
+    "kpi_rows_prune",
+    "network_stats_update",
+    "run_lock",
+    "run_lock_acquire",
+    "run_lock_heartbeat",
+    "run_lock_release",
+]

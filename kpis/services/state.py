@@ -1,0 +1,29 @@
+"""Stored file states: each counted file's mergeable state, kept in the database in slices."""
+
+from __future__ import annotations
+
+from kpis.models import (
+    FileState,
+    InputFileRecord,
+)
+from kpis.pipeline import (
+    Partial,
+)
+
+# MySQL refuses packets above max_allowed_packet (16 MiB by default).
+STATE_SLICE_BYTES = 4 * 1024 * 1024
+
+
+def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
+    """Replace the stored state of a counted file, cut into packet-sized slices."""
+    FileState.objects.filter(file=record).delete()
+    data = partial.to_bytes()
+    FileState.objects.bulk_create(
+        FileState(file=record, seq=seq, data=data[offset : offset + STATE_SLICE_BYTES])
+        for seq, offset in enumerate(range(0, len(data), STATE_SLICE_BYTES))
+    )
+
+
+def file_state_load(*, record: InputFileRecord) -> Partial:
+    slices = FileState.objects.filter(file=record).order_by("seq").values_list("data", flat=True)
+    return Partial.from_bytes(b"".join(bytes(piece) for piece in slices))

@@ -1,0 +1,21 @@
+"""API tokens: issued and revoked by the api_token and create_demo_user commands."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+
+def api_token_create(*, username: str) -> str:
+    """Give ``username`` a new API token, replacing any previous one; return its key."""
+    user = get_user_model().objects.get(username=username)
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return str(Token.objects.create(user=user).key)
+
+
+def api_token_revoke(*, username: str) -> bool:
+    """Delete the API token of ``username``; return whether there was one."""
+    deleted, _ = Token.objects.filter(user__username=username).delete()
+    return deleted > 0
