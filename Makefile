@@ -40,7 +40,7 @@ lint: $(BIN)/.installed
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ## load: a year of rows served by gunicorn under wrk while update_network_stats runs (loopback)
 load: $(BIN)/.installed
