@@ -216,9 +216,10 @@ def large_scenario(args: argparse.Namespace, shape: str) -> Scenario:
             subscribers=args.subscribers, cells=args.cells, services=args.services, seed=args.seed
         )
         write_large_file(path, rows=rows, population=population, stream_seed=[0, 0])
+    size_gb = path.stat().st_size / 1e9
     return Scenario(
         key="large",
-        name=f"1 file ({path.stat().st_size / 1e9:.1f} GB)",
+        name=f"1 file ({size_gb:.{1 if size_gb >= 1 else 2}f} GB)",
         files=[path],
         rows=rows,
         now=START + timedelta(hours=1, minutes=10),
