@@ -46,7 +46,6 @@ PYTHON = sys.executable
 MANAGE = str(ROOT / "manage.py")
 
 START = datetime(2021, 7, 18, tzinfo=UTC)
-INTERVAL = timedelta(minutes=5)
 # Average size of one generated CSV row, to turn --large-gb into a row count.
 BYTES_PER_ROW = 33
 SUBSCRIBER_KEY = "bench-subscriber-key-0123456789abcdef0123456789"
