@@ -39,6 +39,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
+## bench: the update command against DuckDB and Polars (BENCH_BIG=1: and a 5 GB file)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
