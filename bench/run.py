@@ -144,8 +144,14 @@ def median_measure(measures: list[Measure]) -> Measure:
 
 
 def base_env(work: Path, args: argparse.Namespace) -> dict[str, str]:
+    """The environment of every process the bench starts; each run picks its own workers."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("KPI_WORKERS", "KPI_DASK_SCHEDULER")
+    }
     return {
-        **os.environ,
+        **inherited,
         "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
         "KPI_DATA_DIR": str(work),
         "KPI_SUBSCRIBER_KEY": SUBSCRIBER_KEY,
