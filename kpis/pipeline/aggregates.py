@@ -28,8 +28,8 @@ _FORMAT_V1 = "1"
 _PARQUET_MAGIC = b"PAR1"
 # Stored state: one row per subscriber, sorted, with the cells it was seen in.
 STATE_SCHEMA = pa.schema([("subscriber", pa.uint64()), ("cell_ids", pa.list_(pa.int64()))])
-# Pending pairs are deduplicated once they exceed this many rows, so memory
-# follows the number of distinct pairs rather than the number of rows read.
+# Pending pairs are deduplicated once they exceed this many rows (or twice the
+# distinct ones), so memory follows the distinct pairs, not the rows read.
 _COMPACT_ROWS = 4_000_000
 # Below this a block's byte total cannot overflow int64 while being summed.
 _SAFE_BLOCK_TOTAL = float(2**62)
@@ -78,37 +78,38 @@ def _add_totals(totals: Iterable[pd.Series]) -> pd.Series:
     return summed.rename_axis("service_id").astype(object)
 
 
-def distinct_pairs(
-    cell_id: np.ndarray, subscriber_code: np.ndarray, subscribers: np.ndarray
-) -> pd.DataFrame:
-    """The distinct (cell, subscriber) pairs; subscribers as codes into distinct ``subscribers``.
+def _distinct_pairs(cell_ids: list[np.ndarray], subscribers: list[np.ndarray]) -> pd.DataFrame:
+    """The distinct (cell, subscriber) pairs among aligned cell and subscriber-hash arrays.
 
-    Each pair is packed into one int64 so that ``pd.unique`` of plain integers
-    finds the distinct pairs.
+    Subscribers are factorized and each pair packed into one int64 (the code
+    above the cell), so that ``pd.unique`` of plain integers finds the pairs.
     """
+    if not cell_ids:
+        return _no_pairs()
+    cell_id = np.concatenate(cell_ids)
+    codes, distinct = pd.factorize(np.concatenate(subscribers))
     if len(cell_id) and cell_id.min() >= 0 and cell_id.max() <= _CELL_MASK:
         cell_code, cells = cell_id, None
     else:
         cell_code, cells = pd.factorize(cell_id)
-    packed = pd.unique((subscriber_code.astype(np.int64) << _CELL_BITS) | cell_code)
+    packed = pd.unique((codes.astype(np.int64) << _CELL_BITS) | cell_code)
     cell_part = packed & _CELL_MASK
     return pd.DataFrame(
         {
             "cell_id": cell_part if cells is None else cells[cell_part],
-            "subscriber": subscribers[packed >> _CELL_BITS],
+            "subscriber": distinct[packed >> _CELL_BITS],
         }
     )
 
 
 def _merge_pairs(frames: list[pd.DataFrame]) -> pd.DataFrame:
     present = [frame for frame in frames if len(frame)]
-    if len(present) <= 1:
-        return present[0] if present else _no_pairs()
-    cell_id = np.concatenate([frame["cell_id"].to_numpy() for frame in present])
-    codes, subscribers = pd.factorize(
-        np.concatenate([frame["subscriber"].to_numpy() for frame in present])
+    if len(present) == 1:
+        return present[0]  # the pairs of one partial are distinct already
+    return _distinct_pairs(
+        [frame["cell_id"].to_numpy() for frame in present],
+        [frame["subscriber"].to_numpy() for frame in present],
     )
-    return distinct_pairs(cell_id, codes, subscribers)
 
 
 @dataclass
@@ -148,11 +149,11 @@ class Partial:
         take a few bytes a pair; the service totals and the format version are
         in the schema metadata.
         """
-        pairs = self.pairs.sort_values(["subscriber", "cell_id"])
-        subscriber = pairs["subscriber"].to_numpy()
+        order = np.argsort(self.pairs["subscriber"].to_numpy(), kind="stable")
+        subscriber = self.pairs["subscriber"].to_numpy()[order]
         subscribers, starts = np.unique(subscriber, return_index=True)
         offsets = pa.array(np.append(starts, len(subscriber)), pa.int32())
-        cells = pa.ListArray.from_arrays(offsets, pa.array(pairs["cell_id"].to_numpy()))
+        cells = pa.ListArray.from_arrays(offsets, pa.array(self.pairs["cell_id"].to_numpy()[order]))
         metadata = {
             b"format": FORMAT_VERSION.encode(),
             b"key_id": self.key_id.encode(),
@@ -218,27 +219,32 @@ class PartialBuilder:
     def __init__(self, *, key_id: str) -> None:
         self._key_id = key_id
         self._totals: list[pd.Series] = []
-        self._pairs: list[pd.DataFrame] = []
-        self._pending_rows = 0
+        self._cells: list[np.ndarray] = []
+        self._subscribers: list[np.ndarray] = []
+        self._rows = 0
+        self._distinct_rows = 0
 
     def add(self, records: Records) -> None:
         """Fold one validated block into the state."""
-        self._totals = [
-            _add_totals([*self._totals, service_totals(records.service_id, records.total_bytes)])
-        ]
-        pairs = distinct_pairs(records.cell_id, records.subscriber_code, records.subscriber_hashes)
-        self._pairs.append(pairs)
-        self._pending_rows += len(pairs)
-        if self._pending_rows > _COMPACT_ROWS and len(self._pairs) > 1:
-            self._pairs = [_merge_pairs(self._pairs)]
-            self._pending_rows = len(self._pairs[0])
+        self._totals.append(service_totals(records.service_id, records.total_bytes))
+        self._cells.append(records.cell_id)
+        self._subscribers.append(records.subscriber)
+        self._rows += len(records.cell_id)
+        # Twice the distinct pairs kept: each row is deduplicated a bounded number of times.
+        if self._rows > max(_COMPACT_ROWS, 2 * self._distinct_rows):
+            self._compact()
+
+    def _compact(self) -> pd.DataFrame:
+        pairs = _distinct_pairs(self._cells, self._subscribers)
+        self._cells = [pairs["cell_id"].to_numpy()]
+        self._subscribers = [pairs["subscriber"].to_numpy()]
+        self._rows = self._distinct_rows = len(pairs)
+        return pairs
 
     def build(self) -> Partial:
         """The exact state of everything added so far."""
         return Partial(
-            key_id=self._key_id,
-            service_bytes=_add_totals(self._totals),
-            pairs=_merge_pairs(self._pairs),
+            key_id=self._key_id, service_bytes=_add_totals(self._totals), pairs=self._compact()
         )
 
 

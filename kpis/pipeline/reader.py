@@ -70,13 +70,13 @@ class UnreadableFile(Exception):
 class Records:
     """Validated rows of one block, as aligned numpy columns.
 
-    Subscribers come as the distinct keyed hashes of the block's trimmed
-    msisdns and a per-row index into them, so that work per subscriber is done
-    once per distinct value rather than once per row.
+    Subscribers come as a small table of keyed hashes (one per distinct raw
+    msisdn of the block) and a per-row index into it, so that work per
+    subscriber is done once per distinct value rather than once per row.
     """
 
     subscriber_code: np.ndarray  # int, per row: index into subscriber_hashes
-    subscriber_hashes: np.ndarray  # uint64, distinct: keyed hash of each trimmed msisdn
+    subscriber_hashes: np.ndarray  # uint64 keyed hash of each distinct raw msisdn, trimmed
     cell_id: np.ndarray  # int64
     service_id: np.ndarray  # int64
     total_bytes: np.ndarray  # int64, bytes_uplink + bytes_downlink
@@ -367,16 +367,16 @@ def _subscriber_hashes(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Hash each trimmed msisdn with pandas' keyed SipHash; flag empty or invalid ones.
 
-    Returns per-row indices into the distinct hashes, and per-row reason codes.
-    Values are dictionary-encoded first, so each distinct msisdn is hashed once.
+    Returns per-row indices into the hashes of the distinct raw values, and
+    per-row reason codes. Values are dictionary-encoded first, so each
+    distinct msisdn is hashed once.
     """
     encoded = pc.dictionary_encode(column)
     distinct = encoded.dictionary
     indices = encoded.indices.to_numpy()
     if _all_bytes_within(distinct, _VISIBLE_ASCII, MAX_MSISDN_LENGTH):
         # Nothing to trim and nothing to reject: hash the raw values as they are.
-        codes, hashes = _keyed_hashes(distinct.cast(pa.string()), hash_key)
-        return codes[indices], hashes, None
+        return indices, _keyed_hashes(distinct.cast(pa.string()), hash_key), None
     try:
         text = distinct.cast(pa.string())
     except pa.ArrowInvalid:
@@ -389,20 +389,14 @@ def _subscriber_hashes(
     reasons[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
     reasons[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
     row_reasons = reasons[indices]
-    codes, hashes = _keyed_hashes(trimmed, hash_key)
-    return codes[indices], hashes, (row_reasons if row_reasons.any() else None)
+    hashes = _keyed_hashes(trimmed, hash_key)
+    return indices, hashes, (row_reasons if row_reasons.any() else None)
 
 
-def _keyed_hashes(text: pa.Array, hash_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct keyed hashes of ``text``, and the index of each value's hash among them.
-
-    Two values can share a hash (" a" and "a" once trimmed): a block then names
-    each subscriber once.
-    """
-    hashes = pd.util.hash_array(
-        text.to_numpy(zero_copy_only=False), hash_key=hash_key, categorize=False
-    )
-    return pd.factorize(hashes)
+def _keyed_hashes(text: pa.Array, hash_key: str) -> np.ndarray:
+    """pandas' keyed SipHash-2-4 of each value, as stored states have always used."""
+    values = text.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values, hash_key=hash_key, categorize=False)
 
 
 def _all_bytes_within(column: pa.Array, allowed: tuple[int, int], max_length: int) -> bool:
