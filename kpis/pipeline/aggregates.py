@@ -79,20 +79,28 @@ def _add_totals(totals: Iterable[pd.Series]) -> pd.Series:
 
 
 def _distinct_pairs(cell_ids: list[np.ndarray], subscribers: list[np.ndarray]) -> pd.DataFrame:
-    """The distinct (cell, subscriber) pairs among aligned cell and subscriber-hash arrays.
+    """The distinct (cell, subscriber) pairs among aligned arrays, ordered by subscriber.
 
-    Subscribers are factorized and each pair packed into one int64 (the code
-    above the cell), so that ``pd.unique`` of plain integers finds the pairs.
+    Subscribers are factorized in hash order and each pair packed into one
+    int64 (the code above the cell), so that sorting plain integers finds the
+    distinct pairs. Measured on an hour of pairs, an in-place sort takes a
+    fifth of the memory of ``pd.unique``'s hash table and less time.
     """
     if not cell_ids:
         return _no_pairs()
     cell_id = np.concatenate(cell_ids)
-    codes, distinct = pd.factorize(np.concatenate(subscribers))
+    codes, distinct = pd.factorize(np.concatenate(subscribers), sort=True)
     if len(cell_id) and cell_id.min() >= 0 and cell_id.max() <= _CELL_MASK:
         cell_code, cells = cell_id, None
     else:
         cell_code, cells = pd.factorize(cell_id)
-    packed = pd.unique((codes.astype(np.int64) << _CELL_BITS) | cell_code)
+    packed = codes.astype(np.int64, copy=False)
+    del codes
+    packed <<= _CELL_BITS  # in place: an hour's merge holds millions of pairs
+    packed |= cell_code
+    del cell_id, cell_code
+    packed.sort()
+    packed = packed[_run_starts(packed)]
     cell_part = packed & _CELL_MASK
     return pd.DataFrame(
         {
@@ -100,6 +108,14 @@ def _distinct_pairs(cell_ids: list[np.ndarray], subscribers: list[np.ndarray]) -
             "subscriber": distinct[packed >> _CELL_BITS],
         }
     )
+
+
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
+    """For sorted values: True where a value differs from the one before it."""
+    first = np.empty(len(ordered), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return first
 
 
 def _merge_pairs(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -149,11 +165,13 @@ class Partial:
         take a few bytes a pair; the service totals and the format version are
         in the schema metadata.
         """
-        order = np.argsort(self.pairs["subscriber"].to_numpy(), kind="stable")
-        subscriber = self.pairs["subscriber"].to_numpy()[order]
-        subscribers, starts = np.unique(subscriber, return_index=True)
+        pairs = self.pairs
+        if not pairs["subscriber"].is_monotonic_increasing:  # pairs made here are sorted
+            pairs = pairs.sort_values("subscriber", kind="stable")
+        subscriber = pairs["subscriber"].to_numpy()
+        starts = np.flatnonzero(_run_starts(subscriber))
         offsets = pa.array(np.append(starts, len(subscriber)), pa.int32())
-        cells = pa.ListArray.from_arrays(offsets, pa.array(self.pairs["cell_id"].to_numpy()[order]))
+        cells = pa.ListArray.from_arrays(offsets, pa.array(pairs["cell_id"].to_numpy()))
         metadata = {
             b"format": FORMAT_VERSION.encode(),
             b"key_id": self.key_id.encode(),
@@ -162,7 +180,7 @@ class Partial:
                 [[str(s), str(t)] for s, t in sorted(self.service_bytes.items())]
             ).encode(),
         }
-        table = pa.table([pa.array(subscribers), cells], schema=STATE_SCHEMA)
+        table = pa.table([pa.array(subscriber[starts]), cells], schema=STATE_SCHEMA)
         sink = pa.BufferOutputStream()
         pq.write_table(
             table.replace_schema_metadata(metadata),
