@@ -335,9 +335,14 @@ class TestFastPaths:
         restored = Partial.merge([Partial.from_bytes(first.to_bytes()), second], key_id="k")
         assert restored.top_cells(5) == merged.top_cells(5)
 
+    @pytest.mark.parametrize("compact_rows", [4_000_000, 500], ids=["default", "compacting"])
     def test_a_file_in_many_blocks_matches_a_straightforward_count(
-        self, input_folder: InputFolder
+        self, input_folder: InputFolder, monkeypatch: pytest.MonkeyPatch, compact_rows: int
     ) -> None:
+        from kpis.pipeline import aggregates
+
+        # A small threshold deduplicates the pending pairs many times within the file.
+        monkeypatch.setattr(aggregates, "_COMPACT_ROWS", compact_rows)
         rng = random.Random(3)
         msisdns = ["7", "007", "+4917", " 4917 ", "4917", "a b", "491700000001", "\u00e9t\u00e9"]
         msisdns += [str(491700000000 + n) for n in range(300)]
