@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-
-from kpis.pipeline.siphash import hash_binary
 
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 MAX_MSISDN_LENGTH = 64
@@ -77,7 +76,7 @@ class Records:
     """
 
     subscriber_code: np.ndarray  # int, per row: index into subscriber_hashes
-    subscriber_hashes: np.ndarray  # uint64 keyed hash of each distinct trimmed msisdn
+    subscriber_hashes: np.ndarray  # uint64 keyed hash of each distinct raw msisdn, trimmed
     cell_id: np.ndarray  # int64
     service_id: np.ndarray  # int64
     total_bytes: np.ndarray  # int64, bytes_uplink + bytes_downlink
@@ -366,30 +365,38 @@ def _parse_thread() -> ThreadPoolExecutor:
 def _subscriber_hashes(
     column: pa.Array, hash_key: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Hash each trimmed msisdn with a keyed SipHash; flag empty or invalid ones.
+    """Hash each trimmed msisdn with pandas' keyed SipHash; flag empty or invalid ones.
 
     Returns per-row indices into the hashes of the distinct raw values, and
-    per-row reason codes. Work is done once per distinct value, not per row.
+    per-row reason codes. Values are dictionary-encoded first, so each
+    distinct msisdn is hashed once.
     """
     encoded = pc.dictionary_encode(column)
     distinct = encoded.dictionary
-    indices = numpy_values(encoded.indices)
+    indices = encoded.indices.to_numpy()
     if _all_bytes_within(distinct, _VISIBLE_ASCII, MAX_MSISDN_LENGTH):
         # Nothing to trim and nothing to reject: hash the raw values as they are.
-        return indices, hash_binary(distinct, hash_key), None
+        return indices, _keyed_hashes(distinct.cast(pa.string()), hash_key), None
     try:
         text = distinct.cast(pa.string())
     except pa.ArrowInvalid:
         text = pa.array([_utf8_or_none(value) for value in distinct.to_pylist()], pa.string())
-    not_utf8 = numpy_values(pc.is_null(text))
+    not_utf8 = _mask(pc.is_null(text))
     trimmed = pc.fill_null(pc.utf8_trim_whitespace(text), "")
-    length = numpy_values(pc.utf8_length(trimmed))
+    length = pc.utf8_length(trimmed).to_numpy()
     control = _mask(pc.match_substring_regex(trimmed, r"[\x00-\x1f\x7f]"))
-    codes = np.zeros(len(distinct), dtype=np.uint8)
-    codes[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
-    codes[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
-    row_codes = codes[indices]
-    return indices, hash_binary(trimmed, hash_key), (row_codes if row_codes.any() else None)
+    reasons = np.zeros(len(distinct), dtype=np.uint8)
+    reasons[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
+    reasons[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
+    row_reasons = reasons[indices]
+    hashes = _keyed_hashes(trimmed, hash_key)
+    return indices, hashes, (row_reasons if row_reasons.any() else None)
+
+
+def _keyed_hashes(text: pa.Array, hash_key: str) -> np.ndarray:
+    """pandas' keyed SipHash-2-4 of each value, as stored states have always used."""
+    values = text.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values, hash_key=hash_key, categorize=False)
 
 
 def _all_bytes_within(column: pa.Array, allowed: tuple[int, int], max_length: int) -> bool:
@@ -421,14 +428,14 @@ def _utf8_or_none(value: bytes) -> str | None:
 def _parse_non_negative(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse decimal integers in 0..2**63-1; return values and per-row reason codes."""
     if column.type == pa.int64():
-        return numpy_values(column), None  # parsed and checked while reading
+        return column.to_numpy(), None  # parsed and checked while reading
     if _all_bytes_within(column, _DIGITS, _SAFE_DIGITS):
         # Plain ASCII digits are valid UTF-8 and fit int64: reinterpret without a copy.
-        return numpy_values(pc.cast(column.view(pa.string()), pa.int64())), None
+        return pc.cast(column.view(pa.string()), pa.int64()).to_numpy(), None
     try:
         text = column.cast(pa.string())
         if pc.all(pc.utf8_is_digit(text)).as_py():
-            return numpy_values(pc.cast(text, pa.int64())), None
+            return pc.cast(text, pa.int64()).to_numpy(), None
     except pa.ArrowInvalid:
         pass  # not UTF-8, or beyond int64: sort it out row by row
     return _parse_non_negative_rows(column)
@@ -438,9 +445,9 @@ def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     trimmed = pc.replace_substring_regex(column, r"^[ \t]+|[ \t]+$", "")
     digits = _mask(pc.match_substring_regex(trimmed, r"^[0-9]+$"))
     negative = _mask(pc.match_substring_regex(trimmed, r"^-[0-9]+$"))
-    empty = numpy_values(pc.binary_length(trimmed)) == 0
+    empty = pc.binary_length(trimmed).to_numpy() == 0
     canonical = pc.replace_substring_regex(trimmed, r"^0+([0-9])", r"\1")
-    length = numpy_values(pc.binary_length(canonical))
+    length = pc.binary_length(canonical).to_numpy()
     above_max = _mask(pc.greater(canonical, pa.scalar(_INT64_MAX_DIGITS, pa.binary())))
     too_large = digits & ((length > 19) | ((length == 19) & above_max))
 
@@ -450,51 +457,15 @@ def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     codes[digits] = 0
     codes[too_large] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
     good = codes == 0
-    values = numpy_values(
-        pc.cast(
-            pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
-            pa.int64(),
-        )
-    )
+    values = pc.cast(
+        pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
+        pa.int64(),
+    ).to_numpy()
     return values, codes
 
 
 def _mask(array: pa.Array) -> np.ndarray:
-    return numpy_values(pc.fill_null(array, False))
-
-
-_NUMPY_TYPES = {
-    pa.uint8(): np.uint8,
-    pa.int32(): np.int32,
-    pa.int64(): np.int64,
-    pa.uint64(): np.uint64,
-}
-
-
-def arrow_values(values: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """An Arrow view of a numpy integer array (``pa.array`` would load pandas)."""
-    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[type_])
-    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
-
-
-def numpy_values(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A numpy view of the values of a null-free integer or boolean array.
-
-    Read straight from the Arrow buffer: ``to_numpy`` would load pandas, which
-    the command otherwise never needs.
-    """
-    if isinstance(array, pa.ChunkedArray):
-        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
-    if array.null_count:
-        raise ValueError("the array has nulls")
-    if pa.types.is_boolean(array.type):
-        return numpy_values(pc.cast(array, pa.uint8())).view(bool)
-    dtype = np.dtype(_NUMPY_TYPES[array.type])
-    if len(array) == 0:
-        return np.zeros(0, dtype)
-    return np.frombuffer(array.buffers()[1], dtype=dtype, count=array.offset + len(array))[
-        array.offset :
-    ]
+    return pc.fill_null(array, False).to_numpy(zero_copy_only=False)
 
 
 class _HashingReader(io.RawIOBase):

@@ -133,13 +133,9 @@ def _state_digest(slices: list[bytes]) -> str:
     """Content of a stored file state, independent of row order in its serialisation."""
     partial = Partial.from_bytes(b"".join(slices))
     pairs = sorted(
-        zip(
-            partial.pairs.column("cell_id").to_pylist(),
-            partial.pairs.column("subscriber").to_pylist(),
-            strict=True,
-        )
+        zip(partial.pairs["cell_id"].tolist(), partial.pairs["subscriber"].tolist(), strict=True)
     )
-    content = [partial.key_id, sorted(partial.service_bytes.items()), pairs]
+    content = [partial.key_id, sorted(partial.service_bytes.to_dict().items()), pairs]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 

@@ -232,7 +232,7 @@ def check_against_validator(outcome, expected: Expected) -> None:
     assert outcome.error is None, outcome.error
     assert outcome.stats.rows_accepted == expected.accepted
     assert dict(outcome.stats.rejects) == dict(expected.rejects)
-    assert outcome.partial.service_bytes == dict(expected.service_bytes)
+    assert outcome.partial.service_bytes.to_dict() == dict(expected.service_bytes)
     cells = dict(outcome.partial.top_cells(10**6))
     assert cells == {cell: len(users) for cell, users in expected.cell_users.items()}
 
