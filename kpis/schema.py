@@ -151,6 +151,11 @@ FILTER_PARAMETERS = [
 ]
 
 
+def _operation_id(kpi: KpiDefinition) -> str:
+    """service_traffic_volume_rows for ServiceTrafficVolume: a client's function name."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kpi.name).lower() + "_rows"
+
+
 class KpiRowsSchema(AutoSchema):
     """One operation per KPI, each with its own row type; the catch-all id URL stays out."""
 
@@ -163,7 +168,7 @@ class KpiRowsSchema(AutoSchema):
     def get_operation_id(self) -> str:
         kpi = self._kpi()
         assert kpi is not None
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", kpi.name).lower() + "_rows"
+        return _operation_id(kpi)
 
     def get_summary(self) -> str:
         kpi = self._kpi()
@@ -255,8 +260,7 @@ def _examples_by_operation() -> dict[str, tuple[list[dict[str, Any]], str | None
         "intervals_list": (_LEDGER, f"{base}/intervals/"),
     }
     for kpi in KPIS:
-        operation_id = re.sub(r"(?<!^)(?=[A-Z])", "_", kpi.name).lower() + "_rows"
-        operations[operation_id] = (_ROWS[kpi.name], f"{base}/KPIs/{kpi.id}/")
+        operations[_operation_id(kpi)] = (_ROWS[kpi.name], f"{base}/KPIs/{kpi.id}/")
     return operations
 
 
@@ -268,6 +272,37 @@ def _split_paged_lists(components: dict[str, Any]) -> None:
             page_name = name.removeprefix("Paginated").removesuffix("List") + "Page"
             components[page_name] = alternatives[1]
             alternatives[1] = {"$ref": f"#/components/schemas/{page_name}"}
+
+
+def _same_interval_link(operation_id: str, description: str) -> dict[str, Any]:
+    """A link to ``operation_id`` filtered to the interval of the first item of a plain list."""
+    return {
+        "operationId": operation_id,
+        "description": description,
+        "parameters": {
+            "interval_start_timestamp__gte": "$response.body#/0/interval_start_timestamp",
+            "interval_end_timestamp__lte": "$response.body#/0/interval_end_timestamp",
+            "interval": "$response.body#/0/interval",
+        },
+    }
+
+
+def _links(operation_id: str) -> dict[str, Any]:
+    """Ledger entries lead to the KPI rows of their interval, and KPI rows to their entry."""
+    if operation_id == "intervals_list":
+        return {
+            f"{kpi.name}Rows": _same_interval_link(
+                _operation_id(kpi), f"The {kpi.name} rows of the first entry's interval."
+            )
+            for kpi in KPIS
+        }
+    if operation_id in {_operation_id(kpi) for kpi in KPIS}:
+        return {
+            "LedgerEntry": _same_interval_link(
+                "intervals_list", "The ledger entry of the first row's interval."
+            )
+        }
+    return {}
 
 
 def finish_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
@@ -287,6 +322,8 @@ def finish_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict
                         parameter["example"] = 2 if parameter["name"] == "limit" else 0
             rows, url = examples[operation["operationId"]]
             responses = operation["responses"]
+            if links := _links(operation["operationId"]):
+                responses["200"]["links"] = links
             responses["200"]["content"][JSON]["examples"] = _ok_examples(rows, url)
             responses["200"]["content"][CSV]["example"] = CsvRenderer().render(rows).decode()
             errors = {**_ERRORS, "400": _QUERY_ERROR if url else _FORMAT_ERROR}
