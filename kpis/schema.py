@@ -176,7 +176,7 @@ class KpiRowsSchema(AutoSchema):
         return f"Rows of KPI {kpi.id}, {kpi.name}"
 
     def get_tags(self) -> list[str]:
-        return ["KPIs"]
+        return ["kpis"]
 
     def get_response_serializers(self) -> Any:
         return {
@@ -315,6 +315,9 @@ def finish_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict
                 if parameter["in"] == "query":
                     # An empty value is ignored, as if the parameter were not given.
                     parameter["allowEmptyValue"] = True
+                    if parameter["name"] == "interval":
+                        # The same enum as the rows' field, so a client has one type for both.
+                        parameter["schema"] = {"$ref": "#/components/schemas/IntervalEnum"}
                     example = parameter.pop("x-example", None)
                     if example is not None:
                         parameter["example"] = example

@@ -74,7 +74,7 @@ class KpiListView(ThrottleBeforeAuthMixin, _CsvExportMixin, APIView):
         operation_id="kpis_list",
         summary="List the KPIs",
         description="Each KPI's rows are at /api/KPIs/<id>/." + _CSV_NOTE,
-        tags=["KPIs"],
+        tags=["kpis"],
         parameters=RESPONSE_HEADERS,
         responses={
             (200, "application/json"): OpenApiResponse(KpiSerializer(many=True)),
