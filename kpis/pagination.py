@@ -11,7 +11,7 @@ from rest_framework.request import Request
 
 # The largest value of a 64-bit signed integer: every database can take it as an offset.
 LARGEST_NUMBER = 2**63 - 1
-_DIGITS = re.compile(r"[0-9]{1,19}")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _whole_number(request: Request, name: str, *, minimum: int) -> int | None:
@@ -19,11 +19,15 @@ def _whole_number(request: Request, name: str, *, minimum: int) -> int | None:
     if raw == "":
         return None
     # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-    if not _DIGITS.fullmatch(raw) or not minimum <= int(raw) <= LARGEST_NUMBER:
-        raise ValidationError(
-            {name: [f"Must be a whole number from {minimum} to {LARGEST_NUMBER}."]}
-        )
-    return int(raw)
+    if not _DIGITS.fullmatch(raw):
+        raise ValidationError({name: [f"Must be a whole number of at least {minimum}."]})
+    # Compared as text first: int() refuses numbers of more than 4300 digits.
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(LARGEST_NUMBER)) or int(digits) > LARGEST_NUMBER:
+        raise ValidationError({name: [f"Must be at most {LARGEST_NUMBER}."]})
+    if int(digits) < minimum:
+        raise ValidationError({name: [f"Must be a whole number of at least {minimum}."]})
+    return int(digits)
 
 
 class OptionalLimitOffsetPagination(LimitOffsetPagination):

@@ -243,6 +243,22 @@ class TestKpiRows:
     ) -> None:
         assert client.get(f"/api/KPIs/1/?{query}").status_code == 200
 
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("limit=0", "Must be a whole number of at least 1."),
+            ("offset=-1", "Must be a whole number of at least 0."),
+            ("limit=9223372036854775808", "Must be at most 9223372036854775807."),
+            ("offset=" + "9" * 5000, "Must be at most 9223372036854775807."),
+        ],
+    )
+    def test_paging_errors_say_what_is_allowed(
+        self, client: APIClient, query: str, message: str
+    ) -> None:
+        response = client.get(f"/api/intervals/?{query}")
+        assert response.status_code == 400
+        assert list(body(response).values()) == [[message]]
+
     def test_an_unacceptable_accept_header_is_a_json_406(self, client: APIClient) -> None:
         response = client.get("/api/KPIs/1/", HTTP_ACCEPT="application/xml")
         assert response.status_code == 406
