@@ -31,6 +31,7 @@ from kpis.renderers import CsvRenderer
 from kpis.schema import (
     CSV_RESPONSE,
     FILTER_PARAMETERS,
+    FORMAT_UNDOCUMENTED,
     RESPONSE_HEADERS,
     KpiRowsSchema,
     error_responses,
@@ -73,9 +74,12 @@ class KpiListView(ThrottleBeforeAuthMixin, _CsvExportMixin, APIView):
     @extend_schema(
         operation_id="kpis_list",
         summary="List the KPIs",
-        description="Each KPI's rows are at /api/KPIs/<id>/." + _CSV_NOTE,
+        description=(
+            "Each KPI's rows are at /api/KPIs/<id>/; an unknown id there gives a JSON 404."
+            + _CSV_NOTE
+        ),
         tags=["kpis"],
-        parameters=RESPONSE_HEADERS,
+        parameters=[FORMAT_UNDOCUMENTED, *RESPONSE_HEADERS],
         responses={
             (200, "application/json"): OpenApiResponse(KpiSerializer(many=True)),
             (200, "text/csv"): CSV_RESPONSE,
@@ -122,9 +126,9 @@ class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView
         description=(
             "Ordered by interval_start_timestamp, interval, value descending, then key "
             "ascending. Without limit the body is the plain list; with limit it is the page "
-            "envelope. An unknown KPI id gives a JSON 404." + _CSV_NOTE
+            "envelope." + _CSV_NOTE
         ),
-        parameters=[*FILTER_PARAMETERS, *RESPONSE_HEADERS],
+        parameters=[*FILTER_PARAMETERS, FORMAT_UNDOCUMENTED, *RESPONSE_HEADERS],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -145,7 +149,7 @@ class IntervalLedgerView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.List
             "One entry per processed five-minute interval and per hour, oldest first." + _CSV_NOTE
         ),
         tags=["intervals"],
-        parameters=[*FILTER_PARAMETERS, *RESPONSE_HEADERS],
+        parameters=[*FILTER_PARAMETERS, FORMAT_UNDOCUMENTED, *RESPONSE_HEADERS],
         responses={
             (200, "application/json"): OpenApiResponse(IntervalLedgerSerializer(many=True)),
             (200, "text/csv"): CSV_RESPONSE,
