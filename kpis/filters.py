@@ -2,24 +2,58 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date, datetime
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django_filters.fields import IsoDateTimeField
 
 from kpis.models import IntervalType
+
+# The first and last dates a filter accepts. A time on 0001-01-01 or 9999-12-31 with a UTC
+# offset could fall outside the years 1 to 9999 once converted to UTC, which no database
+# column (and no Python datetime) can hold.
+EARLIEST_DATE = date(1, 1, 2)
+LATEST_DATE = date(9999, 12, 30)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def reject_control_characters(value: str) -> None:
+    """Raise a ValidationError when ``value`` holds a NUL byte or another control character."""
+    if CONTROL_CHARACTERS.search(value):
+        raise ValidationError("Must not contain control characters.", code="control_character")
+
+
+class BoundedIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time whose date, as written, lies between EARLIEST_DATE and LATEST_DATE."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        if isinstance(value, str):
+            reject_control_characters(value)
+        moment: datetime | None = super().to_python(value)
+        if moment is not None and not EARLIEST_DATE <= moment.date() <= LATEST_DATE:
+            raise ValidationError(
+                f"Must be a time from {EARLIEST_DATE} to {LATEST_DATE}.", code="out_of_range"
+            )
+        return moment
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = BoundedIsoDateTimeField
 
 
 class IntervalFilter(django_filters.FilterSet):
     """The three filters of the seed's API, shared by KPI rows and the ledger."""
 
-    interval_start_timestamp__gte = django_filters.IsoDateTimeFilter(
+    interval_start_timestamp__gte = BoundedIsoDateTimeFilter(
         field_name="interval_start_timestamp",
         lookup_expr="gte",
         help_text="Rows whose interval starts at or after this time (ISO 8601; UTC if no offset).",
     )
-    interval_end_timestamp__lte = django_filters.IsoDateTimeFilter(
+    interval_end_timestamp__lte = BoundedIsoDateTimeFilter(
         field_name="interval_end_timestamp",
         lookup_expr="lte",
         method="filter_end_lte",

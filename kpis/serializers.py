@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from kpis.models import CellUniqueUsers, IntervalLedger, KpiRow, ServiceTrafficVolume
@@ -33,16 +32,6 @@ ROW_SERIALIZERS: dict[type[KpiRow], type[serializers.ModelSerializer]] = {
     ServiceTrafficVolume: ServiceTrafficVolumeSerializer,
     CellUniqueUsers: CellUniqueUsersSerializer,
 }
-
-
-def kpi_row_schema_serializer() -> PolymorphicProxySerializer:
-    """For the schema: a row of any KPI (one shape per KPI, told apart by its fields)."""
-    return PolymorphicProxySerializer(
-        component_name="KpiRow",
-        serializers=list(ROW_SERIALIZERS.values()),
-        resource_type_field_name=None,
-        many=True,
-    )
 
 
 class IntervalLedgerSerializer(serializers.ModelSerializer[IntervalLedger]):

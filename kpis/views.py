@@ -12,10 +12,10 @@ from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import NotFound
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,92 +24,67 @@ from rest_framework.views import APIView
 
 from kpis.filters import IntervalFilter
 from kpis.models import IntervalLedger, IntervalType, KpiRow, ServiceTrafficVolume
+from kpis.negotiation import FormatParameterNegotiation
 from kpis.pagination import OptionalLimitOffsetPagination
 from kpis.registry import KPIS, KpiDefinition, kpi_get
 from kpis.renderers import CsvRenderer
-from kpis.serializers import (
-    ROW_SERIALIZERS,
-    DetailErrorSerializer,
-    IntervalLedgerSerializer,
-    KpiSerializer,
-    kpi_row_schema_serializer,
+from kpis.schema import (
+    CSV_RESPONSE,
+    FILTER_PARAMETERS,
+    FORMAT_UNDOCUMENTED,
+    RESPONSE_HEADERS,
+    KpiRowsSchema,
+    error_responses,
 )
+from kpis.serializers import ROW_SERIALIZERS, IntervalLedgerSerializer, KpiSerializer
 from kpis.throttling import ThrottleBeforeAuthMixin
 
-_LIST_PARAMETERS = [
-    "interval_start_timestamp__gte",
-    "interval_end_timestamp__lte",
-    "interval",
-    "limit",
-    "offset",
-]
-
-
-def _parameter_errors_schema(names: list[str]) -> dict[str, Any]:
-    """A 400 body: each key is a rejected query parameter, each value says why."""
-    return {
-        "type": "object",
-        "properties": {name: {"type": "array", "items": {"type": "string"}} for name in names},
-        "additionalProperties": False,
-        "minProperties": 1,
-    }
-
-
-def _detail(description: str) -> OpenApiResponse:
-    return OpenApiResponse(DetailErrorSerializer, description=description)
-
-
-_COMMON_ERRORS = {
-    401: _detail("No valid token or session (unless KPI_API_PUBLIC is on)."),
-    405: _detail("Any method other than GET, HEAD or OPTIONS."),
-    429: _detail("Too many requests; retry after the Retry-After header's seconds."),
-}
-_FORMAT_PARAMETER = OpenApiParameter(
-    "format",
-    OpenApiTypes.STR,
-    OpenApiParameter.QUERY,
-    enum=["json", "csv"],
-    description="json (default) or csv: the same rows, columns and order as a CSV file.",
+_CSV_NOTE = (
+    " For CSV send Accept: text/csv (or, from a browser or curl, add format=csv); a paged CSV "
+    "carries the total in X-Total-Count and the next and previous pages in Link."
 )
-_CSV_RESPONSE = OpenApiResponse(
-    OpenApiTypes.STR,
-    description="With format=csv: a header row of the JSON field names, then one line per row.",
-)
-_LIST_ERRORS = {
-    (400, "application/json"): OpenApiResponse(
-        _parameter_errors_schema(_LIST_PARAMETERS),
-        description="A malformed query parameter; the body names it.",
-    ),
-    **{(code, "application/json"): response for code, response in _COMMON_ERRORS.items()},
-}
 
 
 class _CsvExportMixin:
-    """Adds ``?format=csv``; errors stay JSON so that a client can always read them."""
+    """CSV for ``Accept: text/csv`` or ``?format=csv``; errors stay JSON for any client."""
 
     renderer_classes: Sequence[type[BaseRenderer]] = [
         *cast("list[type[BaseRenderer]]", api_settings.DEFAULT_RENDERER_CLASSES),
         CsvRenderer,
     ]
+    content_negotiation_class: type[BaseContentNegotiation] = FormatParameterNegotiation
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
-        if response.status_code >= 400 and isinstance(
-            getattr(request, "accepted_renderer", None), CsvRenderer
-        ):
-            request.accepted_renderer = JSONRenderer()
-            request.accepted_media_type = JSONRenderer.media_type
+        if isinstance(getattr(request, "accepted_renderer", None), CsvRenderer):
+            if response.status_code >= 400:
+                request.accepted_renderer = JSONRenderer()
+                request.accepted_media_type = JSONRenderer.media_type
+            elif (paginator := getattr(self, "paginator", None)) is not None:
+                # The JSON page carries count and links in its body; CSV has only headers.
+                for header, value in paginator.get_page_headers().items():
+                    response[header] = value
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-class KpiListView(ThrottleBeforeAuthMixin, APIView):
+class KpiListView(ThrottleBeforeAuthMixin, _CsvExportMixin, APIView):
     """The KPIs this service computes."""
 
     @extend_schema(
         operation_id="kpis_list",
         summary="List the KPIs",
-        responses={200: KpiSerializer(many=True), **_COMMON_ERRORS},
+        description=(
+            "Each KPI's rows are at /api/KPIs/<id>/; an unknown id there gives a JSON 404."
+            + _CSV_NOTE
+        ),
+        tags=["kpis"],
+        parameters=[FORMAT_UNDOCUMENTED, *RESPONSE_HEADERS],
+        responses={
+            (200, "application/json"): OpenApiResponse(KpiSerializer(many=True)),
+            (200, "text/csv"): CSV_RESPONSE,
+            **error_responses(paged=False),
+        },
     )
     def get(self, request: Request) -> Response:
         data = KpiSerializer([{"id": kpi.id, "name": kpi.name} for kpi in KPIS], many=True).data
@@ -121,8 +96,13 @@ class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView
 
     filterset_class = IntervalFilter
     pagination_class = OptionalLimitOffsetPagination
+    schema = KpiRowsSchema()
+    # Set per URL for the documented /api/KPIs/<id>/ paths; None on the catch-all one.
+    kpi: KpiDefinition | None = None
 
     def get_kpi(self) -> KpiDefinition:
+        if self.kpi is not None:
+            return self.kpi
         raw = str(self.kwargs["kpi_id"])
         kpi = kpi_get(int(raw)) if raw.isdigit() else None
         if kpi is None:
@@ -130,7 +110,7 @@ class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView
         return kpi
 
     def get_queryset(self) -> QuerySet[KpiRow]:
-        if getattr(self, "swagger_fake_view", False):  # schema generation has no kpi_id
+        if self.kpi is None and getattr(self, "swagger_fake_view", False):
             return ServiceTrafficVolume.objects.none()
         kpi = self.get_kpi()
         return kpi.model.objects.order_by(
@@ -138,35 +118,17 @@ class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView
         )
 
     def get_serializer_class(self) -> Any:
-        if getattr(self, "swagger_fake_view", False):
+        if self.kpi is None and getattr(self, "swagger_fake_view", False):
             return ROW_SERIALIZERS[ServiceTrafficVolume]
         return ROW_SERIALIZERS[self.get_kpi().model]
 
     @extend_schema(
-        operation_id="kpi_rows_list",
-        summary="Rows of one KPI",
         description=(
-            "KPI 1 rows carry service_id and total_bytes, KPI 2 rows cell_id and "
-            "number_of_unique_users. Ordered by interval_start_timestamp, interval, value "
-            "descending, then key ascending. Empty filter values are ignored. Without limit "
-            "the body is the plain list; with limit it is the page envelope."
+            "Ordered by interval_start_timestamp, interval, value descending, then key "
+            "ascending. Without limit the body is the plain list; with limit it is the page "
+            "envelope." + _CSV_NOTE
         ),
-        parameters=[
-            OpenApiParameter(
-                "kpi_id",
-                OpenApiTypes.INT,
-                OpenApiParameter.PATH,
-                enum=[kpi.id for kpi in KPIS],
-                description=", ".join(f"{kpi.id} = {kpi.name}" for kpi in KPIS),
-            ),
-            _FORMAT_PARAMETER,
-        ],
-        responses={
-            (200, "application/json"): kpi_row_schema_serializer(),
-            (200, "text/csv"): _CSV_RESPONSE,
-            **_LIST_ERRORS,
-            (404, "application/json"): _detail("No KPI with this id."),
-        },
+        parameters=[*FILTER_PARAMETERS, FORMAT_UNDOCUMENTED, *RESPONSE_HEADERS],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -183,12 +145,15 @@ class IntervalLedgerView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.List
     @extend_schema(
         operation_id="intervals_list",
         summary="The processing ledger",
-        description="One entry per processed five-minute interval and per hour, oldest first.",
-        parameters=[_FORMAT_PARAMETER],
+        description=(
+            "One entry per processed five-minute interval and per hour, oldest first." + _CSV_NOTE
+        ),
+        tags=["intervals"],
+        parameters=[*FILTER_PARAMETERS, FORMAT_UNDOCUMENTED, *RESPONSE_HEADERS],
         responses={
-            (200, "application/json"): IntervalLedgerSerializer(many=True),
-            (200, "text/csv"): _CSV_RESPONSE,
-            **_LIST_ERRORS,
+            (200, "application/json"): OpenApiResponse(IntervalLedgerSerializer(many=True)),
+            (200, "text/csv"): CSV_RESPONSE,
+            **error_responses(paged=True),
         },
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -158,6 +158,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "kpis.schema.finish_schema",
+    ],
 }
 
 # Logs go to stderr; KPI_LOG_FORMAT=json gives one JSON object per line, with

@@ -9,7 +9,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,3 +203,63 @@ def shipped_assets(html: str) -> list[str]:
         assert asset.startswith(prefix), f"{asset} is not served by the project"
         assert finders.find(asset.removeprefix(prefix)), f"{asset} is not a static file"
     return assets
+
+
+@dataclass
+class LiveApi:
+    """The project served by gunicorn in its own process, on the test database."""
+
+    url: str
+    token: str
+    log: Path
+
+
+@pytest.fixture
+def live_api(
+    transactional_db: None, generated_data: GeneratedData, tmp_path: Path
+) -> Iterator[LiveApi]:
+    """Gunicorn on a free loopback port over the generated data, with a user's token.
+
+    The rows are committed (transactional_db), so the server process sees them; the
+    throttles are lifted so that a fuzzer's hundreds of requests are not refused.
+    """
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.create_user("consumer", password="x-long-password-1")
+    token = Token.objects.create(user=user).key
+    log = tmp_path / "gunicorn.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "KPI_API_THROTTLE_ANON": "100000/minute",
+        "KPI_API_THROTTLE_USER": "100000/minute",
+    }
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "network_analysis.wsgi"),
+                *("--bind", "127.0.0.1:0", "--workers", "1", "--threads", "4"),
+                *("--no-control-socket", "--chdir", str(settings.BASE_DIR)),
+            ],
+            env=env,
+            stderr=log_file,
+            stdout=log_file,
+        )
+    try:
+        url = _listening_url(server, log)
+        yield LiveApi(url, token, log)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _listening_url(server: subprocess.Popen[bytes], log: Path) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", log.read_text())
+        if found:
+            return found.group(1)
+        assert server.poll() is None, f"gunicorn stopped:\n{log.read_text()}"
+        time.sleep(0.1)
+    raise AssertionError(f"gunicorn did not start:\n{log.read_text()}")

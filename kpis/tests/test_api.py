@@ -193,16 +193,76 @@ class TestKpiRows:
             ("limit=-1", "limit"),
             ("limit=ten", "limit"),
             ("limit=5&offset=x", "offset"),
+            # Valid ISO 8601, but out of the years 1 to 9999 once converted to UTC.
+            (
+                "interval_start_timestamp__gte=0001-01-01T00:00:00%2B01:00",
+                "interval_start_timestamp__gte",
+            ),
+            (
+                "interval_end_timestamp__lte=9999-12-31T23:59:59-01:00",
+                "interval_end_timestamp__lte",
+            ),
+            ("interval_end_timestamp__lte=0001-01-01T00:00:00Z", "interval_end_timestamp__lte"),
+            (
+                "interval_start_timestamp__gte=2021-07-18T00:30:00Z%00",
+                "interval_start_timestamp__gte",
+            ),
+            ("interval_end_timestamp__lte=2021-07-18T00:30:00Z%0A", "interval_end_timestamp__lte"),
+            ("interval=1%00", "interval"),
+            ("limit=%C2%B2", "limit"),
+            ("limit=5%00", "limit"),
+            ("limit=9223372036854775808", "limit"),
+            ("offset=" + "9" * 5000, "offset"),
+            ("format=xml", "format"),
+            ("format=csv%00", "format"),
         ],
     )
-    def test_a_malformed_parameter_is_a_400_naming_it(
-        self, client: APIClient, query: str, parameter: str
+    @pytest.mark.parametrize("path", ["/api/KPIs/1/", "/api/KPIs/2/", "/api/intervals/"])
+    @pytest.mark.parametrize("accept", ["application/json", "text/csv"])
+    def test_a_malformed_parameter_is_a_json_400_naming_it(
+        self, client: APIClient, query: str, parameter: str, path: str, accept: str
     ) -> None:
-        response = client.get(f"/api/KPIs/1/?{query}")
+        response = client.get(f"{path}?{query}", HTTP_ACCEPT=accept)
         assert response.status_code == 400
         errors = body(response)
         assert list(errors) == [parameter]
         assert errors[parameter][0]
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "interval_start_timestamp__gte=0001-01-02T00:00:00%2B23:59",
+            "interval_end_timestamp__lte=9999-12-30T23:59:59.999999-23:59",
+            "interval_start_timestamp__gte=&interval_end_timestamp__lte=&interval=&limit=&offset=",
+            "format=",
+            "limit=9223372036854775807&offset=9223372036854775807",
+        ],
+    )
+    def test_values_at_the_edges_and_empty_values_are_accepted(
+        self, client: APIClient, query: str
+    ) -> None:
+        assert client.get(f"/api/KPIs/1/?{query}").status_code == 200
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("limit=0", "Must be a whole number of at least 1."),
+            ("offset=-1", "Must be a whole number of at least 0."),
+            ("limit=9223372036854775808", "Must be at most 9223372036854775807."),
+            ("offset=" + "9" * 5000, "Must be at most 9223372036854775807."),
+        ],
+    )
+    def test_paging_errors_say_what_is_allowed(
+        self, client: APIClient, query: str, message: str
+    ) -> None:
+        response = client.get(f"/api/intervals/?{query}")
+        assert response.status_code == 400
+        assert list(body(response).values()) == [[message]]
+
+    def test_an_unacceptable_accept_header_is_a_json_406(self, client: APIClient) -> None:
+        response = client.get("/api/KPIs/1/", HTTP_ACCEPT="application/xml")
+        assert response.status_code == 406
+        assert body(response) == {"detail": "Could not satisfy the request Accept header."}
 
     @pytest.mark.parametrize("kpi_id", ["3", "0", "abc"])
     def test_an_unknown_kpi_is_a_json_404(self, client: APIClient, kpi_id: str) -> None:
@@ -231,6 +291,13 @@ class TestPagination:
     ) -> None:
         assert isinstance(body(client.get("/api/KPIs/1/?limit=")), list)
         assert isinstance(body(client.get("/api/KPIs/1/?offset=2")), list)
+
+    def test_a_json_page_carries_no_paging_headers(
+        self, client: APIClient, rows: dict[str, ServiceTrafficVolume]
+    ) -> None:
+        response = client.get("/api/KPIs/1/?limit=2&offset=2")
+        assert "X-Total-Count" not in response
+        assert "Link" not in response
 
 
 class TestAuthentication:

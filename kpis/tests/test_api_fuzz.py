@@ -1,13 +1,18 @@
-"""The API under fuzzing: schemathesis drives the WSGI app from its own OpenAPI schema.
+"""The API under fuzzing: schemathesis drives it from its own OpenAPI schema.
 
 Valid and invalid requests (both generation modes) for every operation in
 ``/api/schema/``, with a token and against a database holding real rows:
-no request may give a 5xx, and every 4xx must say what was wrong.
+no request may give a 5xx, and every 4xx must say what was wrong. The same
+schema is then run by schemathesis' command line against a live gunicorn,
+with every check and every phase.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +25,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 
 from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
-from kpis.tests.conftest import utc
+from kpis.tests.conftest import LiveApi, utc
 from network_analysis.wsgi import application
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
@@ -93,3 +98,40 @@ def test_no_request_breaks_the_api(case: Any, api_token: str) -> None:
 def test_the_schema_covers_the_api() -> None:
     paths = {result.ok().path for result in schema.get_all_operations()}  # type: ignore[union-attr]
     assert {"/api/KPIs/", "/api/intervals/"} <= paths
+
+
+# A fixed seed and a bounded number of cases per operation and phase: the same run every
+# time, a couple of minutes on a small machine.
+SCHEMATHESIS_RUN = [
+    "--checks=all",
+    "--phases=examples,coverage,fuzzing,stateful",
+    "--mode=all",
+    "--seed=20210718",
+    "--max-examples=25",
+    "--workers=1",
+    "--generation-database=none",
+    "--no-color",
+]
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_nothing_against_a_live_server(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    schemathesis_cli = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run(
+        [
+            *(str(schemathesis_cli), "run", f"{live_api.url}/api/schema/?format=json"),
+            *(*SCHEMATHESIS_RUN, "--header", f"Authorization: Token {live_api.token}"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅  {phase}" in output, output
+    assert "No issues found" in output, output

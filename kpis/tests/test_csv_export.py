@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from kpis.models import IntervalLedger
 from kpis.tests.conftest import InputFolder, RunResult
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +65,44 @@ def test_kpi_rows_as_csv_match_the_json(client: APIClient, kpi_id: int, query: s
 
     assert table[0] == list(rows[0])
     assert table[1:] == [[str(value) for value in row.values()] for row in rows]
+
+
+def test_a_csv_page_gives_the_total_and_the_neighbour_pages_in_headers(
+    client: APIClient,
+) -> None:
+    page = {"limit": 2, "offset": 2}
+    json_page = client.get("/api/KPIs/1/", page).json()
+
+    middle = client.get("/api/KPIs/1/", page, HTTP_ACCEPT="text/csv")
+    first = client.get("/api/KPIs/1/", {"limit": 2}, HTTP_ACCEPT="text/csv")
+    last = client.get("/api/KPIs/1/", {"limit": 2, "offset": 11}, HTTP_ACCEPT="text/csv")
+
+    assert len(csv_rows(middle)) == 3
+    assert middle["X-Total-Count"] == first["X-Total-Count"] == str(json_page["count"]) == "12"
+    assert middle["Link"] == (
+        f'<{json_page["next"]}>; rel="next", <{json_page["previous"]}>; rel="prev"'
+    )
+    assert first["Link"].endswith('offset=2>; rel="next"') and 'rel="prev"' not in first["Link"]
+    assert last["Link"].endswith('offset=9>; rel="prev"') and 'rel="next"' not in last["Link"]
+    assert "X-Total-Count" not in client.get("/api/KPIs/1/", HTTP_ACCEPT="text/csv")
+
+
+def test_a_csv_page_asked_by_format_links_to_csv_pages(client: APIClient) -> None:
+    response = client.get("/api/intervals/?format=csv&limit=1&offset=1")
+    assert len(csv_rows(response)) == 2
+    assert response["X-Total-Count"] == str(IntervalLedger.objects.count())
+    for link in response["Link"].split(", "):
+        assert "format=csv" in link
+
+
+@pytest.mark.parametrize(("query", "accept"), [("", "text/csv"), ("?format=csv", "*/*")])
+def test_the_kpi_list_as_csv(client: APIClient, query: str, accept: str) -> None:
+    response = client.get(f"/api/KPIs/{query}", HTTP_ACCEPT=accept)
+    assert csv_rows(response) == [
+        ["id", "name"],
+        ["1", "ServiceTrafficVolume"],
+        ["2", "CellUniqueUsers"],
+    ]
 
 
 def test_the_ledger_as_csv_keeps_its_columns_and_spells_out_structured_values(

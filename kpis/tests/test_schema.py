@@ -22,24 +22,27 @@ pytestmark = pytest.mark.django_db
 # (method, url, templated path of the schema)
 REQUESTS = [
     ("get", "/api/KPIs/", "/api/KPIs/"),
-    ("get", "/api/KPIs/1/", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/2/", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/1/?interval=2", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/2/?interval=1&limit=5&offset=3", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/1/", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/2/", "/api/KPIs/2/"),
+    ("get", "/api/KPIs/1/?interval=2", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/2/?interval=1&limit=5&offset=3", "/api/KPIs/2/"),
     (
         "get",
         "/api/KPIs/1/?interval_start_timestamp__gte=2021-07-18T00:30:00Z"
         "&interval_end_timestamp__lte=",
-        "/api/KPIs/{kpi_id}/",
+        "/api/KPIs/1/",
     ),
-    ("get", "/api/KPIs/1/?interval=1&format=csv", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/1/?interval=3", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/2/?interval_start_timestamp__gte=yesterday", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/1/?limit=0", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/1/?offset=-1&format=csv", "/api/KPIs/{kpi_id}/"),
-    ("get", "/api/KPIs/3/", "/api/KPIs/{kpi_id}/"),
+    ("get", "/api/KPIs/1/?interval=1&format=csv", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/1/?interval=3", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/2/?interval_start_timestamp__gte=yesterday", "/api/KPIs/2/"),
+    ("get", "/api/KPIs/1/?limit=0", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/1/?offset=-1&format=csv", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/?format=csv", "/api/KPIs/"),
+    ("get", "/api/KPIs/1/?format=xml", "/api/KPIs/1/"),
+    ("get", "/api/KPIs/2/?interval_end_timestamp__lte=9999-12-31T23:59:59-01:00", "/api/KPIs/2/"),
+    ("get", "/api/KPIs/1/?limit=2&offset=2&format=csv", "/api/KPIs/1/"),
     ("post", "/api/KPIs/", "/api/KPIs/"),
-    ("delete", "/api/KPIs/1/", "/api/KPIs/{kpi_id}/"),
+    ("delete", "/api/KPIs/1/", "/api/KPIs/1/"),
     ("get", "/api/intervals/", "/api/intervals/"),
     ("get", "/api/intervals/?interval=2&limit=1", "/api/intervals/"),
     ("get", "/api/intervals/?format=csv", "/api/intervals/"),
@@ -83,32 +86,69 @@ def _assert_conforms(spec: dict[str, Any], path: str, method: str, response: Any
     assert documented is not None, f"{method} {path}: status {response.status_code} undocumented"
     media_type = response["Content-Type"].split(";")[0]
     assert media_type in documented["content"], f"{path}: {media_type} undocumented"
-    schema = copy.deepcopy(documented["content"][media_type]["schema"])
-    schema["components"] = _closed(spec["components"])
     body = response.content.decode() if media_type == "text/csv" else json.loads(response.content)
-    OAS30Validator(schema, format_checker=OAS30Validator.FORMAT_CHECKER).validate(body)
+    _validate(spec, documented["content"][media_type]["schema"], body)
+
+
+def _validate(spec: dict[str, Any], schema: dict[str, Any], value: Any) -> None:
+    schema = copy.deepcopy(schema)
+    schema["components"] = _closed(spec["components"])
+    OAS30Validator(schema, format_checker=OAS30Validator.FORMAT_CHECKER).validate(value)
 
 
 def test_the_schema_is_a_valid_openapi_3_document(spec: dict[str, Any]) -> None:
     validate_spec(spec)
     assert spec["openapi"].startswith("3.")
-    assert set(spec["paths"]) == {"/api/KPIs/", "/api/KPIs/{kpi_id}/", "/api/intervals/"}
+    assert set(spec["paths"]) == {"/api/KPIs/", "/api/KPIs/1/", "/api/KPIs/2/", "/api/intervals/"}
 
 
 def test_the_schema_names_every_filter_and_error(spec: dict[str, Any]) -> None:
-    rows = spec["paths"]["/api/KPIs/{kpi_id}/"]["get"]
-    names = {parameter["name"] for parameter in rows["parameters"]}
-    assert names == {
-        "kpi_id",
-        "interval_start_timestamp__gte",
-        "interval_end_timestamp__lte",
-        "interval",
-        "limit",
-        "offset",
-        "format",
-    }
-    assert set(rows["responses"]) == {"200", "400", "401", "404", "405", "429"}
-    assert set(rows["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+    for path in ("/api/KPIs/1/", "/api/KPIs/2/", "/api/intervals/"):
+        operation = spec["paths"][path]["get"]
+        parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+        assert set(parameters) == {
+            "interval_start_timestamp__gte",
+            "interval_end_timestamp__lte",
+            "interval",
+            "limit",
+            "offset",
+        }
+        # Empty values are ignored by the API, and the schema says so.
+        assert all(parameter["allowEmptyValue"] for parameter in parameters.values())
+        assert set(operation["responses"]) == {"200", "400", "401", "405", "406", "429"}
+        assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+        assert set(operation["responses"]["200"]["headers"]) == {"X-Total-Count", "Link"}
+    kpis = spec["paths"]["/api/KPIs/"]["get"]
+    assert set(kpis["responses"]) == {"200", "400", "401", "405", "406", "429"}
+
+
+def test_each_kpi_path_has_its_own_row_type(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    for path, row in (
+        ("/api/KPIs/1/", "ServiceTrafficVolume"),
+        ("/api/KPIs/2/", "CellUniqueUsers"),
+    ):
+        ok = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        plain, page = schemas[ok["schema"]["$ref"].rsplit("/", 1)[1]]["oneOf"]
+        assert plain == {"type": "array", "items": {"$ref": f"#/components/schemas/{row}"}}
+        assert page == {"$ref": f"#/components/schemas/{row}Page"}
+    assert "KpiRow" not in schemas
+
+
+def test_every_example_conforms_to_its_schema(spec: dict[str, Any]) -> None:
+    checked = 0
+    for operations in spec["paths"].values():
+        operation = operations["get"]
+        for parameter in operation.get("parameters", []):
+            _validate(spec, parameter["schema"], parameter["example"])
+            checked += 1
+        for response in operation["responses"].values():
+            for media in response["content"].values():
+                examples = [example["value"] for example in media.get("examples", {}).values()]
+                for example in examples or [media["example"]]:
+                    _validate(spec, media["schema"], example)
+                    checked += 1
+    assert checked > 40
 
 
 def test_real_responses_conform_to_the_schema(
@@ -122,8 +162,10 @@ def test_real_responses_conform_to_the_schema(
         _assert_conforms(spec, path, method, response)
         statuses.add(response.status_code)
     anonymous = APIClient().get("/api/KPIs/1/")
-    _assert_conforms(spec, "/api/KPIs/{kpi_id}/", "get", anonymous)
-    assert statuses | {anonymous.status_code} == {200, 400, 401, 404, 405}
+    _assert_conforms(spec, "/api/KPIs/1/", "get", anonymous)
+    xml = token_client.get("/api/intervals/", HTTP_ACCEPT="application/xml")
+    _assert_conforms(spec, "/api/intervals/", "get", xml)
+    assert statuses | {anonymous.status_code, xml.status_code} == {200, 400, 401, 405, 406}
 
 
 def test_a_row_of_the_wrong_shape_would_not_conform(
@@ -134,7 +176,7 @@ def test_a_row_of_the_wrong_shape_would_not_conform(
     body["results"][0]["msisdn"] = "4917000001"
     response.content = json.dumps(body).encode()
     with pytest.raises(ValidationError, match="msisdn"):
-        _assert_conforms(spec, "/api/KPIs/{kpi_id}/", "get", response)
+        _assert_conforms(spec, "/api/KPIs/1/", "get", response)
 
 
 def test_swagger_ui_loads_only_static_files_shipped_with_the_project() -> None:
