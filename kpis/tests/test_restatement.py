@@ -126,11 +126,10 @@ class TestFinalHours:
         assert "hours made final: 2" in result.stdout
         assert (states_of_hour("2021-07-18T00:00"), states_of_hour("2021-07-18T01:00")) == (0, 0)
         assert states_of_hour(recent_hour) == 1  # within the window: kept
+        recent = utc(recent_hour)
         after = kpi_rows()
-        assert {
-            name: [r for r in v if r[1] < utc(recent_hour)] for name, v in after.items()
-        } == rows
-        assert [f for f in ledger_figures() if f[1] < utc(recent_hour)] == figures
+        assert {name: [r for r in v if r[1] != recent] for name, v in after.items()} == rows
+        assert [f for f in ledger_figures() if f[1] != recent] == figures
         assert list(InputFileRecord.objects.order_by("pk").values())[: len(records)] == records
         kept = dict(IntervalLedger.objects.values_list("interval_start_timestamp", "states_kept"))
         assert {start for start, keep in kept.items() if keep} == {utc(recent_hour)}
