@@ -33,10 +33,11 @@ from kpis.pipeline import (
     Partial,
     aggregate_file,
     hour_start_for,
+    interval_start_for_epoch_ms,
     key_id_for,
-    scan_input_dir,
 )
 from kpis.registry import KPIS
+from kpis.services.folder import FolderEntry, epoch_ms_of, folder_list, input_files
 from kpis.services.restatement import (
     Refusal,
     TooLateFile,
@@ -404,32 +405,31 @@ def _in_range(start: datetime, config: UpdateConfig) -> bool:
     return config.until is None or start < config.until
 
 
-def _dirty_files(due: list[InputFile], config: UpdateConfig) -> list[InputFile]:
-    """The due files that are new, or whose content changed since they were read.
+def _dirty_files(listing: list[FolderEntry], config: UpdateConfig) -> list[FolderEntry]:
+    """The listed files that are new, or whose content changed since they were read.
 
-    One query fetches the fingerprints of every record in the span of the due
+    One query fetches the fingerprints of every record in the span of the listed
     files; only files whose size or time differ are looked at further, so a run
     with nothing new costs a dictionary lookup per file.
     """
-    if config.reprocess:
-        return list(due)
-    if not due:
+    if not listing:
         return []
+    records = InputFileRecord.objects.filter(
+        interval_start_timestamp__gte=interval_start_for_epoch_ms(min(e.epoch_ms for e in listing)),
+        interval_start_timestamp__lte=interval_start_for_epoch_ms(max(e.epoch_ms for e in listing)),
+    )
     fingerprints = {
-        name: (size, mtime_ns, missing)
-        for name, size, mtime_ns, missing in InputFileRecord.objects.filter(
-            interval_start_timestamp__gte=min(f.interval_start for f in due),
-            interval_start_timestamp__lte=max(f.interval_start for f in due),
-        ).values_list("name", "size", "mtime_ns", "missing_since")
+        name: (size, mtime_ns)
+        for name, size, mtime_ns in records.values_list("name", "size", "mtime_ns")
     }
+    came_back = set(records.filter(missing_since__isnull=False).values_list("name", flat=True))
     dirty = []
-    for input_file in due:
+    for input_file in listing:
         known = fingerprints.get(input_file.name)
         if known is None:
             dirty.append(input_file)
             continue
-        size, mtime_ns, missing = known
-        if missing is None and (size, mtime_ns) == (input_file.size, input_file.mtime_ns):
+        if known == (input_file.size, input_file.mtime_ns) and input_file.name not in came_back:
             continue
         record = InputFileRecord.objects.only(
             "name", "size", "mtime_ns", "sha256", "missing_since"
@@ -441,7 +441,7 @@ def _dirty_files(due: list[InputFile], config: UpdateConfig) -> list[InputFile]:
             continue
         if record.size == input_file.size and record.sha256:
             try:
-                same = file_sha256(input_file.path) == record.sha256
+                same = file_sha256(config.input_dir / input_file.name) == record.sha256
             except FileNotFoundError:
                 continue
             if same:  # touched, not changed: remember the new time and move on
@@ -492,23 +492,26 @@ def network_stats_update(
     """Process every due interval with new or changed files, then roll up due hours."""
     observer = observer or Observer()
     summary = RunSummary()
-    due = [
-        f for f in scan_input_dir(config.input_dir) if _is_due(f.interval_start + INTERVAL, config)
+    due_before_ms = epoch_ms_of(config.now - config.grace)
+    listing = [
+        entry for entry in folder_list(config.input_dir) if entry.interval_end_ms() <= due_before_ms
     ]
     restated: set[datetime] = set()
     if config.reprocess:
+        due = input_files(listing, config.input_dir)
         on_disk, restated = _restatement_select(due, config)
         summary.refused = restatement_refusals(hours=restated, on_disk={f.name for f in due})
         if summary.refused:
             return summary  # all or nothing: the run changes nothing
+        dirty = on_disk
     else:
-        on_disk = due
-    files_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
-    for input_file in on_disk:
-        files_by_interval[input_file.interval_start].append(input_file)
-
-    dirty = _dirty_files(on_disk, config)
-    if not config.reprocess:
+        # Only the intervals with new or changed files are looked at further.
+        dirty_names = {entry.name for entry in _dirty_files(listing, config)}
+        dirty_keys = {entry.interval_key for entry in listing if entry.name in dirty_names}
+        on_disk = input_files(
+            [entry for entry in listing if entry.interval_key in dirty_keys], config.input_dir
+        )
+        dirty = [f for f in on_disk if f.name in dirty_names]
         closed = hours_closed(
             {hour_start_for(f.interval_start) for f in dirty},
             now=config.now,
@@ -518,6 +521,10 @@ def network_stats_update(
             files=[f for f in dirty if hour_start_for(f.interval_start) in closed]
         )
         dirty = [f for f in dirty if hour_start_for(f.interval_start) not in closed]
+    files_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
+    for input_file in on_disk:
+        files_by_interval[input_file.interval_start].append(input_file)
+
     dirty_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
     for input_file in dirty:
         dirty_by_interval[input_file.interval_start].append(input_file)
