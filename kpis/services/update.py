@@ -33,11 +33,10 @@ from kpis.pipeline import (
     Partial,
     aggregate_file,
     hour_start_for,
-    interval_start_for_epoch_ms,
     key_id_for,
 )
 from kpis.registry import KPIS
-from kpis.services.folder import FolderEntry, epoch_ms_of, folder_list, input_files
+from kpis.services.folder import FolderListing, folder_list
 from kpis.services.restatement import (
     Refusal,
     TooLateFile,
@@ -405,53 +404,54 @@ def _in_range(start: datetime, config: UpdateConfig) -> bool:
     return config.until is None or start < config.until
 
 
-def _dirty_files(listing: list[FolderEntry], config: UpdateConfig) -> list[FolderEntry]:
-    """The listed files that are new, or whose content changed since they were read.
+def _dirty_files(listing: FolderListing, config: UpdateConfig) -> set[str]:
+    """The names of the due files that are new, or whose content changed since they were read.
 
-    One query fetches the fingerprints of every record in the span of the listed
-    files; only files whose size or time differ are looked at further, so a run
-    with nothing new costs a dictionary lookup per file.
+    One query fetches the fingerprints of every record in the span of the folder
+    and a set difference finds the files not read as they are; only those are
+    looked at one by one, so a run with nothing new costs no work per file here.
     """
-    if not listing:
-        return []
+    if not listing.stats:
+        return set()
+    first, last = listing.span()
     records = InputFileRecord.objects.filter(
-        interval_start_timestamp__gte=interval_start_for_epoch_ms(min(e.epoch_ms for e in listing)),
-        interval_start_timestamp__lte=interval_start_for_epoch_ms(max(e.epoch_ms for e in listing)),
+        interval_start_timestamp__gte=first, interval_start_timestamp__lte=last
+    ).order_by()
+    unknown = listing.fingerprints.difference(records.values_list("name", "size", "mtime_ns"))
+    came_back = listing.stats.keys() & set(
+        records.filter(missing_since__isnull=False).values_list("name", flat=True)
     )
-    fingerprints = {
-        name: (size, mtime_ns)
-        for name, size, mtime_ns in records.values_list("name", "size", "mtime_ns")
-    }
-    came_back = set(records.filter(missing_since__isnull=False).values_list("name", flat=True))
-    dirty = []
-    for input_file in listing:
-        known = fingerprints.get(input_file.name)
-        if known is None:
-            dirty.append(input_file)
+    candidates = {name for name, _, _ in unknown} | came_back
+    due = sorted(listing.due(candidates, due_before=config.now - config.grace))
+    fingerprint = InputFileRecord.objects.only(
+        "name", "size", "mtime_ns", "sha256", "missing_since"
+    )
+    known: dict[str, InputFileRecord] = {}
+    for offset in range(0, len(due), 900):  # under SQLite's bound-parameter limit
+        known.update(fingerprint.in_bulk(due[offset : offset + 900], field_name="name"))
+    dirty = set()
+    for name in due:
+        _, size, mtime_ns = listing.stats[name]
+        record = known.get(name)
+        if record is None:
+            dirty.add(name)
             continue
-        if known == (input_file.size, input_file.mtime_ns) and input_file.name not in came_back:
-            continue
-        record = InputFileRecord.objects.only(
-            "name", "size", "mtime_ns", "sha256", "missing_since"
-        ).get(name=input_file.name)
         if record.missing_since is not None:
             record.missing_since = None  # it came back
             record.save(update_fields=["missing_since"])
-        if (record.size, record.mtime_ns) == (input_file.size, input_file.mtime_ns):
+        if (record.size, record.mtime_ns) == (size, mtime_ns):
             continue
-        if record.size == input_file.size and record.sha256:
+        if record.size == size and record.sha256:
             try:
-                same = file_sha256(config.input_dir / input_file.name) == record.sha256
+                same = file_sha256(listing.directory / name) == record.sha256
             except FileNotFoundError:
                 continue
             if same:  # touched, not changed: remember the new time and move on
-                record.mtime_ns = input_file.mtime_ns
+                record.mtime_ns = mtime_ns
                 record.save(update_fields=["mtime_ns"])
                 continue
-        logger.info(
-            "file %s changed since it was read; its interval is recomputed", input_file.name
-        )
-        dirty.append(input_file)
+        logger.info("file %s changed since it was read; its interval is recomputed", name)
+        dirty.add(name)
     return dirty
 
 
@@ -492,13 +492,10 @@ def network_stats_update(
     """Process every due interval with new or changed files, then roll up due hours."""
     observer = observer or Observer()
     summary = RunSummary()
-    due_before_ms = epoch_ms_of(config.now - config.grace)
-    listing = [
-        entry for entry in folder_list(config.input_dir) if entry.interval_end_ms() <= due_before_ms
-    ]
+    listing = folder_list(config.input_dir)
     restated: set[datetime] = set()
     if config.reprocess:
-        due = input_files(listing, config.input_dir)
+        due = listing.input_files(listing.due(listing.stats, due_before=config.now - config.grace))
         on_disk, restated = _restatement_select(due, config)
         summary.refused = restatement_refusals(hours=restated, on_disk={f.name for f in due})
         if summary.refused:
@@ -506,11 +503,8 @@ def network_stats_update(
         dirty = on_disk
     else:
         # Only the intervals with new or changed files are looked at further.
-        dirty_names = {entry.name for entry in _dirty_files(listing, config)}
-        dirty_keys = {entry.interval_key for entry in listing if entry.name in dirty_names}
-        on_disk = input_files(
-            [entry for entry in listing if entry.interval_key in dirty_keys], config.input_dir
-        )
+        dirty_names = _dirty_files(listing, config)
+        on_disk = listing.input_files(listing.same_intervals(dirty_names))
         dirty = [f for f in on_disk if f.name in dirty_names]
         closed = hours_closed(
             {hour_start_for(f.interval_start) for f in dirty},
