@@ -98,7 +98,7 @@ def _list_into(listing: FolderListing, folder: int) -> None:
             epoch_ms = parse_file_name(name)
             if epoch_ms is None:
                 continue
-            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            if not entry.is_file(follow_symlinks=False):  # a link is not a regular file
                 logger.warning("Skipping %s: not a regular file (links are not followed)", name)
                 continue
             try:
