@@ -258,7 +258,7 @@ def main() -> None:
     empty = OUT / "empty"
     empty.mkdir(exist_ok=True)
     startup_commands["update_network_stats, empty folder"] = [
-        *update[:-3],
+        *update[:-2],
         str(empty),
         "--no-progress",
     ]
