@@ -378,3 +378,19 @@ def test_a_malformed_window_stops_start_up() -> None:
         _, stderr = process.communicate(timeout=120)
         assert process.returncode != 0
         assert message in stderr
+
+
+def test_the_admin_shows_too_late_files_and_restatable(
+    processed: InputFolder, run_update: Run, admin_client: Any
+) -> None:
+    assert run_update(LATER).exit_code == 0
+    processed.write("2021-07-18T00:10", rows_for(900), part=7)
+    assert run_update(LATER).exit_code == 1
+
+    ledger_page = admin_client.get("/admin/kpis/intervalledger/").content.decode()
+    files_page = admin_client.get("/admin/kpis/inputfilerecord/?status=too_late").content.decode()
+
+    assert "Files too late" in ledger_page
+    assert "Restatable" in ledger_page
+    assert file_name(interval_start=utc("2021-07-18T00:10"), part=7) in files_page
+    assert "too late" in files_page
