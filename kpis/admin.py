@@ -75,16 +75,23 @@ class IntervalLedgerAdmin(ReadOnlyAdmin):
         "files_failed",
         "files_duplicate",
         "files_missing",
+        "files_too_late",
+        "restatable",
         "rows_accepted",
         "rows_rejected",
         "processed_at",
     )
-    list_filter = (*_TIME_FILTERS, "needs_rollup")
+    list_filter = (*_TIME_FILTERS, "needs_rollup", "states_kept")
     ordering = ("-interval_start_timestamp", "interval")
 
     @admin.display(boolean=True)
     def complete(self, obj: IntervalLedger) -> bool:
         return obj.is_complete
+
+    @admin.display(boolean=True, description="restatable")
+    def restatable(self, obj: IntervalLedger) -> bool:
+        """File states still kept: late files are merged (see KPI_RESTATE_DAYS)."""
+        return obj.states_kept
 
 
 @admin.register(InputFileRecord)

@@ -108,6 +108,8 @@ class IntervalLedger(models.Model):
     files_failed = models.PositiveIntegerField(default=0)
     files_duplicate = models.PositiveIntegerField(default=0)
     files_missing = models.PositiveIntegerField(default=0)
+    # Files that arrived after the interval became final: recorded, counted nowhere.
+    files_too_late = models.PositiveIntegerField(default=0)
     # For an hour: how many of its twelve five-minute intervals have been processed.
     intervals_processed = models.PositiveSmallIntegerField(default=0)
     rows_accepted = models.PositiveBigIntegerField(default=0)
@@ -115,6 +117,9 @@ class IntervalLedger(models.Model):
     rejects = models.JSONField(default=dict, blank=True)
     needs_rollup = models.BooleanField(default=False)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # False once the file states of the interval's hour are dropped (the hour is final):
+    # a late file can then no longer be merged, only restated from the raw files.
+    states_kept = models.BooleanField(default=True)
 
     objects = LedgerQuerySet.as_manager()
 
@@ -131,6 +136,12 @@ class IntervalLedger(models.Model):
                 name="ledger_pending_rollup",
                 condition=Q(needs_rollup=True),
             ),
+            # Not partial: MySQL ignores conditions, and the lookup of hours whose states
+            # are to be dropped must not scan the years of hours already dropped.
+            models.Index(
+                fields=["states_kept", "interval", "interval_start_timestamp"],
+                name="ledger_states_kept",
+            ),
         ]
         ordering = ["interval_start_timestamp", "interval"]
 
@@ -141,7 +152,7 @@ class IntervalLedger(models.Model):
     @property
     def is_complete(self) -> bool:
         """All files counted; for an hour, also all twelve intervals present."""
-        if self.files_failed:
+        if self.files_failed or self.files_too_late:
             return False
         if self.interval == IntervalType.ONE_HOUR:
             return self.intervals_processed == 12
@@ -156,6 +167,8 @@ class InputFileStatus(models.TextChoices):
     COUNTED = "counted", "counted"
     FAILED = "failed", "failed"
     DUPLICATE = "duplicate", "duplicate"
+    # New or changed after its interval became final: counted nowhere until restated.
+    TOO_LATE = "too_late", "too late"
 
 
 class InputFileRecord(models.Model):

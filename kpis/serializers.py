@@ -40,6 +40,15 @@ class IntervalLedgerSerializer(serializers.ModelSerializer[IntervalLedger]):
         read_only=True,
         help_text="Every file was read; for an hour, all twelve intervals are processed too.",
     )
+    restatable = serializers.BooleanField(
+        source="states_kept",
+        read_only=True,
+        help_text=(
+            "The file states of this interval's hour are still kept: a late file is merged. "
+            "False once the hour is final (KPI_RESTATE_DAYS): a new file is then too late and "
+            "the hour can only be restated from the raw files."
+        ),
+    )
     rejects = serializers.DictField(
         child=serializers.IntegerField(min_value=0),
         read_only=True,
@@ -57,6 +66,8 @@ class IntervalLedgerSerializer(serializers.ModelSerializer[IntervalLedger]):
             "files_failed",
             "files_duplicate",
             "files_missing",
+            "files_too_late",
+            "restatable",
             "rows_accepted",
             "rows_rejected",
             "rejects",

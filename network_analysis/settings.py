@@ -125,6 +125,9 @@ KPI_SUBSCRIBER_KEY = env_secret("KPI_SUBSCRIBER_KEY", DATA_DIR / "subscriber_key
 KPI_LOCK_STALE_SECONDS = envint("KPI_LOCK_STALE_SECONDS", 900, minimum=30)
 # Bytes of CSV parsed at a time: bounds memory whatever the file size.
 KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=64 * 1024)
+# Days after an hour ends during which its file states are kept and a late file is merged;
+# after that the hour is final and its states are dropped.
+KPI_RESTATE_DAYS = envint("KPI_RESTATE_DAYS", 3, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

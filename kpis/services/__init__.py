@@ -3,7 +3,9 @@
 - :mod:`kpis.services.update`: one ``update_network_stats`` run (intervals, hours).
 - :mod:`kpis.services.state`: the stored state of each counted file.
 - :mod:`kpis.services.locks`: the lease that lets one run work at a time.
-- :mod:`kpis.services.retention`: pruning old rows.
+- :mod:`kpis.services.retention`: dropping the file states of final hours, pruning old rows.
+- :mod:`kpis.services.restatement`: the restatement window, too-late files, restating hours.
+- :mod:`kpis.services.folder`: the input folder listed cheaply, for comparing with the ledger.
 - :mod:`kpis.services.tokens`: API tokens.
 """
 
@@ -17,7 +19,7 @@ from kpis.services.locks import (
     run_lock_heartbeat,
     run_lock_release,
 )
-from kpis.services.retention import kpi_rows_prune
+from kpis.services.retention import final_hour_states_drop, hour_states_drop, kpi_rows_prune
 from kpis.services.state import STATE_SLICE_BYTES, file_state_load, file_state_save
 from kpis.services.tokens import api_token_create, api_token_revoke
 from kpis.services.update import (
@@ -42,7 +44,9 @@ __all__ = [
     "api_token_revoke",
     "file_state_load",
     "file_state_save",
+    "final_hour_states_drop",
     "hour_roll_up",
+    "hour_states_drop",
     "interval_persist",
     "kpi_rows_prune",
     "network_stats_update",

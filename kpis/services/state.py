@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from kpis.models import (
     FileState,
     InputFileRecord,
@@ -27,3 +29,11 @@ def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
 def file_state_load(*, record: InputFileRecord) -> Partial:
     slices = FileState.objects.filter(file=record).order_by("seq").values_list("data", flat=True)
     return Partial.from_bytes(b"".join(bytes(piece) for piece in slices))
+
+
+def file_states_drop(*, start: datetime, end: datetime) -> int:
+    """Delete the stored states of every file of the intervals starting in [start, end)."""
+    deleted, _ = FileState.objects.filter(
+        file__interval_start_timestamp__gte=start, file__interval_start_timestamp__lt=end
+    ).delete()
+    return deleted

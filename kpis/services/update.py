@@ -8,7 +8,6 @@ every hour that is due and touched. Work grows with the new files only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -35,9 +34,19 @@ from kpis.pipeline import (
     aggregate_file,
     hour_start_for,
     key_id_for,
-    scan_input_dir,
 )
 from kpis.registry import KPIS
+from kpis.services.folder import FolderListing, folder_list
+from kpis.services.restatement import (
+    Refusal,
+    TooLateFile,
+    file_sha256,
+    hour_is_final,
+    hours_closed,
+    restatement_refusals,
+    too_late_files_record,
+)
+from kpis.services.retention import final_hour_states_drop, hour_states_drop
 from kpis.services.state import file_state_load, file_state_save
 
 logger = logging.getLogger("kpis.update")
@@ -55,6 +64,8 @@ class UpdateConfig:
     block_size: int
     since: datetime | None = None
     until: datetime | None = None
+    # KPI_RESTATE_DAYS: how long after its end an hour still takes late files.
+    restate_window: timedelta = timedelta(days=3)
 
     @property
     def reprocess(self) -> bool:
@@ -112,7 +123,11 @@ class RunSummary:
     rows_accepted: int = 0
     rows_rejected: int = 0
     hours_rolled_up: int = 0
+    hours_made_final: int = 0
     failures: list[str] = field(default_factory=list)
+    too_late: list[TooLateFile] = field(default_factory=list)
+    # A restatement refused as a whole: the run changed nothing.
+    refused: list[Refusal] = field(default_factory=list)
 
     def add_interval(self, result: IntervalResult) -> None:
         self.intervals_processed += 1
@@ -130,6 +145,8 @@ class RunSummary:
             f"files failed: {self.files_failed}, duplicates: {self.files_duplicate}, "
             f"rows accepted: {self.rows_accepted}, rows rejected: {self.rows_rejected}, "
             f"hours rolled up: {self.hours_rolled_up}"
+            + (f", files too late: {len(self.too_late)}" if self.too_late else "")
+            + (f", hours made final: {self.hours_made_final}" if self.hours_made_final else "")
         )
 
 
@@ -141,14 +158,6 @@ class Observer:
 
     def interval_done(self, result: IntervalResult) -> None:
         """Called after each interval (or hour) is committed."""
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- one interval ------------------------------------------------------------
@@ -325,6 +334,7 @@ def _ledger_fill(ledger: IntervalLedger, records: Iterable[InputFileRecord]) -> 
     ledger.files_failed = statuses[InputFileStatus.FAILED]
     ledger.files_duplicate = statuses[InputFileStatus.DUPLICATE]
     ledger.files_missing = missing
+    ledger.files_too_late = statuses[InputFileStatus.TOO_LATE]
     ledger.rows_accepted = accepted
     ledger.rows_rejected = rejected
     ledger.rejects = dict(sorted(rejects.items()))
@@ -394,39 +404,54 @@ def _in_range(start: datetime, config: UpdateConfig) -> bool:
     return config.until is None or start < config.until
 
 
-def _dirty_files(due: list[InputFile], config: UpdateConfig) -> list[InputFile]:
-    """The due files that are new, or whose content changed since they were read."""
-    known: dict[str, InputFileRecord] = {}
-    names = [f.name for f in due]
+def _dirty_files(listing: FolderListing, config: UpdateConfig) -> set[str]:
+    """The names of the due files that are new, or whose content changed since they were read.
+
+    One query fetches the fingerprints of every record in the span of the folder
+    and a set difference finds the files not read as they are; only those are
+    looked at one by one, so a run with nothing new costs no work per file here.
+    """
+    if not listing.stats:
+        return set()
+    first, last = listing.span()
+    records = InputFileRecord.objects.filter(
+        interval_start_timestamp__gte=first, interval_start_timestamp__lte=last
+    ).order_by()
+    unknown = listing.fingerprints.difference(records.values_list("name", "size", "mtime_ns"))
+    came_back = listing.stats.keys() & set(
+        records.filter(missing_since__isnull=False).values_list("name", flat=True)
+    )
+    candidates = {name for name, _, _ in unknown} | came_back
+    due = sorted(listing.due(candidates, due_before=config.now - config.grace))
     fingerprint = InputFileRecord.objects.only(
         "name", "size", "mtime_ns", "sha256", "missing_since"
     )
-    for offset in range(0, len(names), 900):  # under SQLite's bound-parameter limit
-        known.update(fingerprint.in_bulk(names[offset : offset + 900], field_name="name"))
-    dirty = []
-    for input_file in due:
-        record = known.get(input_file.name)
-        if record is None or config.reprocess:
-            dirty.append(input_file)
+    known: dict[str, InputFileRecord] = {}
+    for offset in range(0, len(due), 900):  # under SQLite's bound-parameter limit
+        known.update(fingerprint.in_bulk(due[offset : offset + 900], field_name="name"))
+    dirty = set()
+    for name in due:
+        _, size, mtime_ns = listing.stats[name]
+        record = known.get(name)
+        if record is None:
+            dirty.add(name)
             continue
         if record.missing_since is not None:
             record.missing_since = None  # it came back
             record.save(update_fields=["missing_since"])
-        if (record.size, record.mtime_ns) == (input_file.size, input_file.mtime_ns):
+        if (record.size, record.mtime_ns) == (size, mtime_ns):
             continue
-        if record.size == input_file.size and record.sha256:
+        if record.size == size and record.sha256:
             try:
-                same = _sha256_of(input_file.path) == record.sha256
+                same = file_sha256(listing.directory / name) == record.sha256
             except FileNotFoundError:
                 continue
             if same:  # touched, not changed: remember the new time and move on
-                record.mtime_ns = input_file.mtime_ns
+                record.mtime_ns = mtime_ns
                 record.save(update_fields=["mtime_ns"])
                 continue
-        logger.info(
-            "file %s changed since it was read; its interval is recomputed", input_file.name
-        )
-        dirty.append(input_file)
+        logger.info("file %s changed since it was read; its interval is recomputed", name)
+        dirty.add(name)
     return dirty
 
 
@@ -467,17 +492,35 @@ def network_stats_update(
     """Process every due interval with new or changed files, then roll up due hours."""
     observer = observer or Observer()
     summary = RunSummary()
-    on_disk = [
-        f
-        for f in scan_input_dir(config.input_dir)
-        if _is_due(f.interval_start + INTERVAL, config) and _in_range(f.interval_start, config)
-    ]
+    listing = folder_list(config.input_dir)
+    restated: set[datetime] = set()
+    if config.reprocess:
+        due = listing.input_files(listing.due(listing.stats, due_before=config.now - config.grace))
+        on_disk, restated = _restatement_select(due, config)
+        summary.refused = restatement_refusals(hours=restated, on_disk={f.name for f in due})
+        if summary.refused:
+            return summary  # all or nothing: the run changes nothing
+        dirty = on_disk
+    else:
+        # Only the intervals with new or changed files are looked at further.
+        dirty_names = _dirty_files(listing, config)
+        on_disk = listing.input_files(listing.same_intervals(dirty_names))
+        dirty = [f for f in on_disk if f.name in dirty_names]
+        closed = hours_closed(
+            {hour_start_for(f.interval_start) for f in dirty},
+            now=config.now,
+            window=config.restate_window,
+        )
+        summary.too_late = too_late_files_record(
+            files=[f for f in dirty if hour_start_for(f.interval_start) in closed]
+        )
+        dirty = [f for f in dirty if hour_start_for(f.interval_start) not in closed]
     files_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
     for input_file in on_disk:
         files_by_interval[input_file.interval_start].append(input_file)
 
     dirty_by_interval: dict[datetime, list[InputFile]] = defaultdict(list)
-    for input_file in _dirty_files(on_disk, config):
+    for input_file in dirty:
         dirty_by_interval[input_file.interval_start].append(input_file)
     intervals_by_hour: dict[datetime, list[datetime]] = defaultdict(list)
     for start in sorted(dirty_by_interval):
@@ -515,7 +558,52 @@ def network_stats_update(
     for hour_start in sorted(pending):
         if _in_range(hour_start, config) or not config.reprocess:
             _hour_finish(hour_start, config, {}, summary, observer)
+
+    for hour_start in sorted(restated):
+        _restated_hour_settle(hour_start, config)
+    summary.hours_made_final = len(
+        final_hour_states_drop(now=config.now, window=config.restate_window)
+    )
     return summary
+
+
+def _restatement_select(
+    due: list[InputFile], config: UpdateConfig
+) -> tuple[list[InputFile], set[datetime]]:
+    """The files a ``--since/--until`` run re-reads, and the closed hours it restates.
+
+    A closed hour (final, or its states dropped) has no states to merge with: it is
+    restated whole, every file of the hour re-read even outside the range.
+    """
+    in_range = [f for f in due if _in_range(f.interval_start, config)]
+    hours = {hour_start_for(f.interval_start) for f in in_range}
+    recorded = InputFileRecord.objects.all()
+    if config.since is not None:
+        recorded = recorded.filter(interval_start_timestamp__gte=config.since)
+    if config.until is not None:
+        recorded = recorded.filter(interval_start_timestamp__lt=config.until)
+    hours.update(
+        hour_start_for(start)
+        for start in recorded.values_list("interval_start_timestamp", flat=True).distinct()
+    )
+    closed = hours_closed(hours, now=config.now, window=config.restate_window)
+    selected = [
+        f
+        for f in due
+        if _in_range(f.interval_start, config) or hour_start_for(f.interval_start) in closed
+    ]
+    return selected, closed
+
+
+def _restated_hour_settle(hour_start: datetime, config: UpdateConfig) -> None:
+    """After restating a closed hour: a final one drops its fresh states again."""
+    if hour_is_final(hour_start, now=config.now, window=config.restate_window):
+        hour_states_drop(hour_start=hour_start)
+    else:  # states dropped early (pruned hour): every counted file has a state again
+        IntervalLedger.objects.filter(
+            interval_start_timestamp__gte=hour_start,
+            interval_start_timestamp__lt=hour_start + HOUR,
+        ).update(states_kept=True)
 
 
 def _hour_finish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from typing import cast
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db.models import Max
 from django.test import Client
 from selenium import webdriver
@@ -22,6 +25,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
+from kpis.sampledata import file_name
 from kpis.tests.conftest import GeneratedData, shipped_assets, utc
 
 CHROMIUM = "/usr/bin/chromium"
@@ -222,3 +226,31 @@ def test_the_page_loads_its_scripts_and_styles_from_the_project_only(
         "dashboard.js",
         "dashboard.css",
     }
+
+
+def test_the_completeness_strip_shows_files_too_late(
+    generated_data: GeneratedData, operator: str, browser: webdriver.Chrome, live_server: object
+) -> None:
+    late = Path(generated_data.input_dir) / file_name(
+        interval_start=utc("2021-07-18T00:10"), part=9
+    )
+    late.write_bytes(b"msisdn,cell_id,service_id,bytes_uplink,bytes_downlink\n4917,1,1,1,1\n")
+    with pytest.raises(CommandError):  # too late: the hour is final three days later
+        call_command(
+            "update_network_stats",
+            *("--now", "2021-07-22T00:00Z", "--input-dir", str(generated_data.input_dir)),
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    log_in(browser, live_server.url, operator)  # type: ignore[attr-defined]
+
+    wait_for_load(browser, 1)
+
+    summary = browser.find_element(By.ID, "completeness-summary").text
+    assert summary.endswith("1 with files too late (counted nowhere until restated).")
+    slots = browser.find_elements(By.CSS_SELECTOR, "#completeness .slot.late")
+    assert len(slots) == 1
+    title = slots[0].get_attribute("title") or ""
+    assert title.startswith("2021-07-18T00:10")
+    assert "1 too late" in title
+    assert "final (late files are not merged)" in title

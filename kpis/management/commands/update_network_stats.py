@@ -28,6 +28,7 @@ from kpis.services import (
     network_stats_update,
     run_lock,
 )
+from kpis.services.restatement import restate_command
 
 
 def parse_moment(value: str) -> datetime:
@@ -90,7 +91,8 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
     help = (
         "Read the raw files of every due five-minute interval that is new or changed, store its "
-        "KPIs, and roll up every due hour exactly. Exits 1 if a file could not be read."
+        "KPIs, and roll up every due hour exactly. Exits 1 if a file could not be read or came "
+        "too late for its final hour."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -115,7 +117,10 @@ class Command(BaseCommand):
             "--since",
             type=parse_moment,
             default=None,
-            help="Recompute intervals starting at or after this time, even if unchanged.",
+            help=(
+                "Recompute intervals starting at or after this time, even if unchanged; final "
+                "hours are restated whole from the raw files."
+            ),
         )
         parser.add_argument(
             "--until",
@@ -142,6 +147,7 @@ class Command(BaseCommand):
             block_size=settings.KPI_READ_BLOCK_BYTES,
             since=options["since"],
             until=options["until"],
+            restate_window=timedelta(days=settings.KPI_RESTATE_DAYS),
         )
         observer = _ProgressObserver(
             enabled=sys.stderr.isatty() and options["verbosity"] >= 1 and not options["no_progress"]
@@ -161,12 +167,33 @@ class Command(BaseCommand):
         prefix = "dry run, nothing stored: " if options["dry_run"] else ""
         if config.reprocess:
             prefix += _range_text(config)
+        if summary.refused:
+            for refusal in summary.refused:
+                self.stderr.write(refusal.message())
+            raise CommandError(
+                f"restatement refused for {len(summary.refused)} hour(s); nothing was changed "
+                "(put the missing files back in the input folder, or leave those hours out "
+                "of --since/--until)",
+                returncode=1,
+            )
         if options["verbosity"] >= 1:
             self.stdout.write(prefix + summary.line())
+        for late in summary.too_late:
+            self.stderr.write(
+                f"file {late.name} is too late: its hour {late.hour_start:%Y-%m-%dT%H:%MZ} is "
+                f"final (KPI_RESTATE_DAYS={settings.KPI_RESTATE_DAYS}) and it is counted "
+                "nowhere; to restate the hour from the raw files run: "
+                + restate_command(late.hour_start, input_dir=options["input_dir"])
+            )
+        problems = []
         if summary.failures:
             for failure in summary.failures:
                 self.stderr.write(f"failed file {failure}")
-            raise CommandError(f"{len(summary.failures)} file(s) could not be read", returncode=1)
+            problems.append(f"{len(summary.failures)} file(s) could not be read")
+        if summary.too_late:
+            problems.append(f"{len(summary.too_late)} file(s) too late")
+        if problems:
+            raise CommandError("; ".join(problems), returncode=1)
 
     def _run(self, config: UpdateConfig, observer: Observer, *, dry_run: bool) -> RunSummary:
         if dry_run:

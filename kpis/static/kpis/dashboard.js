@@ -170,19 +170,29 @@
     const first = Math.ceil(from / step) * step;
     const slots = Math.max(0, Math.floor((to - first) / step));
     const complete = entries.filter((entry) => entry.complete).length;
+    const late = entries.filter((entry) => entry.files_too_late > 0).length;
     $("completeness-summary").textContent =
       `${complete} of ${entries.length} processed ${interval === 1 ? "intervals" : "hours"} complete; ` +
-      `${Math.max(0, slots - entries.length)} of ${slots} without files.`;
+      `${Math.max(0, slots - entries.length)} of ${slots} without files` +
+      (late ? `; ${late} with files too late (counted nowhere until restated).` : ".");
     const strip = $("completeness");
     strip.replaceChildren();
     for (let start = Math.max(first, first + (slots - SLOTS) * step); start + step <= to; start += step) {
       const entry = byStart.get(start);
       const slot = document.createElement("span");
-      slot.className = `slot ${entry ? (entry.complete ? "complete" : "incomplete") : "absent"}`;
+      const state = !entry
+        ? "absent"
+        : entry.files_too_late > 0
+          ? "late"
+          : entry.complete
+            ? "complete"
+            : "incomplete";
+      slot.className = `slot ${state}`;
       slot.title = entry
         ? `${isoZ(start)}: ${entry.complete ? "complete" : "incomplete"}, ${entry.files_counted} file(s) counted, ` +
-          `${entry.files_failed} failed, ${entry.rows_accepted} rows` +
-          (interval === 2 ? `, ${entry.intervals_processed}/12 intervals` : "")
+          `${entry.files_failed} failed, ${entry.files_too_late} too late, ${entry.rows_accepted} rows` +
+          (interval === 2 ? `, ${entry.intervals_processed}/12 intervals` : "") +
+          (entry.restatable ? "" : "; final (late files are not merged)")
         : `${isoZ(start)}: no files`;
       strip.appendChild(slot);
     }

@@ -1,0 +1,109 @@
+"""The input folder seen cheaply: each contract file's name, size, mtime and closing time.
+
+A run compares the folder's fingerprints with the ledger's as sets, so a run with
+nothing new over a long history costs one ``stat`` per file and a set difference;
+the pipeline's :class:`~kpis.pipeline.InputFile` objects are made only for the files
+and intervals a run reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from kpis.pipeline import INTERVAL, InputFile, interval_start_for_epoch_ms, parse_file_name
+
+logger = logging.getLogger("kpis.update")
+
+_INTERVAL_MS = int(INTERVAL.total_seconds() * 1000)
+
+Fingerprint = tuple[str, int, int]
+"""(name, size, mtime_ns): a file whose fingerprint is in the ledger was read as it is."""
+
+
+def interval_key(epoch_ms: int) -> int:
+    """A file's interval as a number: the same for the files of one interval, increasing."""
+    return epoch_ms // _INTERVAL_MS
+
+
+@dataclass
+class FolderListing:
+    """Every contract file of the input folder, as ``stat`` saw it."""
+
+    directory: Path
+    fingerprints: set[Fingerprint] = field(default_factory=set)
+    # name -> (epoch_ms, size, mtime_ns)
+    stats: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def span(self) -> tuple[datetime, datetime]:
+        """The first and last interval start of the files listed (the listing is not empty)."""
+        epochs = [epoch_ms for epoch_ms, _, _ in self.stats.values()]
+        return interval_start_for_epoch_ms(min(epochs)), interval_start_for_epoch_ms(max(epochs))
+
+    def due(self, names: Iterable[str], *, due_before: datetime) -> list[str]:
+        """Those of ``names`` whose interval ended at or before ``due_before``."""
+        last_key = interval_key(int(due_before.timestamp() * 1000))
+        return [name for name in names if interval_key(self.stats[name][0]) <= last_key]
+
+    def input_files(self, names: Iterable[str]) -> list[InputFile]:
+        """The pipeline's view of the named files, oldest interval first."""
+        files = []
+        for name in names:
+            epoch_ms, size, mtime_ns = self.stats[name]
+            files.append(
+                InputFile(
+                    name=name,
+                    path=self.directory / name,
+                    epoch_ms=epoch_ms,
+                    size=size,
+                    mtime_ns=mtime_ns,
+                )
+            )
+        files.sort(key=lambda f: (f.epoch_ms, f.name))
+        return files
+
+    def same_intervals(self, names: Iterable[str]) -> list[str]:
+        """Every listed file of the intervals of ``names``."""
+        keys = {interval_key(self.stats[name][0]) for name in names}
+        if not keys:
+            return []
+        return [name for name, stat in self.stats.items() if interval_key(stat[0]) in keys]
+
+
+def folder_list(directory: Path) -> FolderListing:
+    """List the contract files of ``directory``.
+
+    Same rules as :func:`kpis.pipeline.scan_input_dir`: other names are ignored,
+    and so are symbolic links and anything that is not a regular file.
+    """
+    listing = FolderListing(directory)
+    # Through a descriptor of the folder, each stat resolves one name, not the whole path.
+    folder = os.open(directory, os.O_RDONLY)
+    try:
+        _list_into(listing, folder)
+    finally:
+        os.close(folder)
+    return listing
+
+
+def _list_into(listing: FolderListing, folder: int) -> None:
+    fingerprints, stats = listing.fingerprints, listing.stats
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            epoch_ms = parse_file_name(name)
+            if epoch_ms is None:
+                continue
+            if not entry.is_file(follow_symlinks=False):  # a link is not a regular file
+                logger.warning("Skipping %s: not a regular file (links are not followed)", name)
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed between listing and stat
+            fingerprints.add((name, stat.st_size, stat.st_mtime_ns))
+            stats[name] = (epoch_ms, stat.st_size, stat.st_mtime_ns)
