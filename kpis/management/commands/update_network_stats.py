@@ -6,12 +6,13 @@ Meant for cron, every five minutes; see crontab.example.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -41,6 +42,15 @@ def parse_moment(value: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _terminal_size(stream: TextIO) -> os.terminal_size | None:
+    """The size the terminal behind ``stream`` reports, or None when it reports none."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):
+        return None
+    return size if size.columns > 0 and size.lines > 0 else None
+
+
 class _ProgressObserver(Observer):
     """Progress bar on a terminal; nothing extra under cron (the log has a line per interval)."""
 
@@ -52,7 +62,17 @@ class _ProgressObserver(Observer):
         if self._enabled and intervals > 1:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=intervals, unit="interval", file=sys.stderr, leave=False)
+            # tqdm draws nothing on a terminal that reports a size of 0x0 (a pseudo-terminal
+            # nobody sized yet), so such a terminal gets the classic 80x24.
+            sized = _terminal_size(sys.stderr) is not None
+            self._bar = tqdm(
+                total=intervals,
+                unit="interval",
+                file=sys.stderr,
+                leave=False,
+                ncols=None if sized else 79,
+                nrows=None if sized else 23,
+            )
 
     def interval_done(self, result: IntervalResult) -> None:
         if self._bar is not None and result.interval == IntervalType.FIVE_MINUTES:
