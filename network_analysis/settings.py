@@ -125,6 +125,8 @@ KPI_SUBSCRIBER_KEY = env_secret("KPI_SUBSCRIBER_KEY", DATA_DIR / "subscriber_key
 KPI_LOCK_STALE_SECONDS = envint("KPI_LOCK_STALE_SECONDS", 900, minimum=30)
 # Bytes of CSV parsed at a time: bounds memory whatever the file size.
 KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=64 * 1024)
+# /api/health/ answers 503 "stale" once the newest processed interval ended longer ago.
+KPI_HEALTH_MAX_LAG_SECONDS = envint("KPI_HEALTH_MAX_LAG_SECONDS", 900, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -146,6 +148,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
         "user": envstr("KPI_API_THROTTLE_USER", "6000/minute"),
+        # Its own budget: monitors polling /api/health/ never use up the anonymous one.
+        "health": envstr("KPI_API_THROTTLE_HEALTH", "600/minute"),
     },
 }
 

@@ -24,10 +24,12 @@ from kpis.services import (
     IntervalResult,
     LockBusy,
     Observer,
+    RunRecording,
     RunSummary,
     UpdateConfig,
     network_stats_update,
     run_lock,
+    update_run_recorded,
 )
 
 
@@ -149,6 +151,14 @@ class Command(BaseCommand):
             help="Never show a progress bar, even on a terminal.",
         )
 
+    _run_record: RunRecording
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # Every real run leaves a record in the run history, however it ends; a dry run
+        # changes nothing, its record included.
+        with update_run_recorded(enabled=not options.get("dry_run")) as self._run_record:
+            return super().execute(*args, **options)
+
     def handle(self, *args: Any, **options: Any) -> None:
         input_dir: Path = options["input_dir"] or Path(settings.KPI_INPUT_DIR)
         if not input_dir.is_dir():
@@ -170,7 +180,8 @@ class Command(BaseCommand):
             with _log_level_for(options["verbosity"]):
                 summary = self._run(config, observer, dry_run=options["dry_run"])
         except LockBusy as busy:
-            # Not an error: the other run does the work. Cron stays quiet.
+            # Not an error: the other run does the work (and records itself). Cron stays quiet.
+            self._run_record.skip()
             if options["verbosity"] >= 1:
                 self.stdout.write(f"{busy}; nothing to do.")
             return
@@ -178,6 +189,7 @@ class Command(BaseCommand):
             raise CommandError(f"database error, nothing half-written was kept: {error}") from error
         finally:
             observer.close()
+        self._run_record.summary = summary
         prefix = "dry run, nothing stored: " if options["dry_run"] else ""
         if config.reprocess:
             prefix += _range_text(config)
