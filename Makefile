@@ -2,6 +2,8 @@
 PYTHON ?= python3
 # `make test PYTHON=python3.13` gets its own virtualenv (.venv-3.13) beside the default .venv.
 ifeq ($(origin PYTHON),command line)
+# pyenv runs python3.13 only when 3.13 is selected: PYENV_VERSION selects it for this look-up.
+override PYTHON := $(shell PYENV_VERSION=$(patsubst python%,%,$(notdir $(PYTHON))) $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
 VENV ?= .venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 else
 VENV ?= .venv
