@@ -8,7 +8,6 @@ queries the ledger and the run history.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -16,10 +15,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from kpis import selectors
-
-
-def _seconds(moment: datetime) -> float:
-    return moment.timestamp()
 
 
 class KpiCollector(Collector):
@@ -31,7 +26,7 @@ class KpiCollector(Collector):
             yield GaugeMetricFamily(
                 "kpi_latest_interval_end_timestamp_seconds",
                 "End of the newest processed five-minute interval (Unix time).",
-                value=_seconds(latest),
+                value=latest.timestamp(),
             )
 
         files = GaugeMetricFamily(
@@ -69,7 +64,7 @@ class KpiCollector(Collector):
             yield GaugeMetricFamily(
                 "kpi_update_last_run_end_timestamp_seconds",
                 "When the last update_network_stats run ended (Unix time).",
-                value=_seconds(last.finished_at),
+                value=last.finished_at.timestamp(),
             )
             yield GaugeMetricFamily(
                 "kpi_update_last_run_duration_seconds",
@@ -85,13 +80,13 @@ class KpiCollector(Collector):
             yield GaugeMetricFamily(
                 "kpi_update_last_success_timestamp_seconds",
                 "When the last update_network_stats run with exit status 0 ended (Unix time).",
-                value=_seconds(history.last_success_at),
+                value=history.last_success_at.timestamp(),
             )
         if history.last_failure_at is not None:
             yield GaugeMetricFamily(
                 "kpi_update_last_failure_timestamp_seconds",
                 "When the last failed update_network_stats run ended (Unix time).",
-                value=_seconds(history.last_failure_at),
+                value=history.last_failure_at.timestamp(),
             )
 
 

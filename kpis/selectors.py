@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,16 +17,17 @@ from kpis.models import (
     UpdateRun,
 )
 
+logger = logging.getLogger("kpis.health")
+
 
 def latest_interval_end() -> datetime | None:
     """The end of the newest processed five-minute interval, or None before the first."""
-    newest = (
+    return (
         IntervalLedger.objects.filter(interval=IntervalType.FIVE_MINUTES, revision__gt=0)
         .order_by("-interval_start_timestamp")
         .values_list("interval_end_timestamp", flat=True)
         .first()
     )
-    return newest
 
 
 def file_counts_by_status() -> dict[str, int]:
@@ -86,7 +88,9 @@ def data_health(*, now: datetime, max_lag_seconds: int) -> Health:
     """How far the newest processed five-minute interval lags behind ``now``."""
     try:
         latest = latest_interval_end()
-    except DatabaseLayerError:
+    except DatabaseLayerError as error:
+        # The answer says only "database unavailable"; the reason goes to the log.
+        logger.error("health check: the database is unavailable: %s", error)
         return Health("database unavailable")
     if latest is None:
         return Health("empty")

@@ -245,6 +245,7 @@ def test_health_is_503_when_the_database_is_unavailable(
         cwd=settings.BASE_DIR,
         env=env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -255,7 +256,7 @@ def test_health_is_503_when_the_database_is_unavailable(
         body = json.loads(refused.value.read())
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        _, log = server.communicate(timeout=60)
 
     assert refused.value.code == 503
     assert body == {
@@ -263,6 +264,8 @@ def test_health_is_503_when_the_database_is_unavailable(
         "latest_interval_end": None,
         "lag_seconds": None,
     }
+    # The reason is in the server's log, not in the answer.
+    assert "health check: the database is unavailable:" in log
 
 
 # --- /metrics --------------------------------------------------------------------
