@@ -30,7 +30,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from kpis.models import InputFileRecord, IntervalLedger, UpdateRun
 from kpis.selectors import data_health
-from kpis.tests.conftest import InputFolder, RunResult, utc
+from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
 
 NOW = "2021-07-18T01:10:00Z"
 GOOD = [
@@ -141,6 +141,15 @@ def test_health_is_503_stale_when_the_newest_interval_is_too_old(
     # The threshold is the setting: a lag within it is fine.
     settings.KPI_HEALTH_MAX_LAG_SECONDS = lag + 3600
     assert health(anonymous)[1]["status"] == "ok"
+
+
+@pytest.mark.parametrize("value", ["15m", "0"])
+def test_a_malformed_maximum_lag_stops_start_up_naming_it(value: str) -> None:
+    process = command_process("check", env={"KPI_HEALTH_MAX_LAG_SECONDS": value})
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode != 0
+    assert "KPI_HEALTH_MAX_LAG_SECONDS" in stderr
 
 
 @pytest.mark.django_db
