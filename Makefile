@@ -1,6 +1,13 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
+# `make test PYTHON=python3.13` gets its own virtualenv (.venv-3.13) beside the default .venv.
+ifeq ($(origin PYTHON),command line)
+# pyenv runs python3.13 only when 3.13 is selected: PYENV_VERSION selects it for this look-up.
+override PYTHON := $(shell PYENV_VERSION=$(patsubst python%,%,$(notdir $(PYTHON))) $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
+VENV ?= .venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+else
 VENV ?= .venv
+endif
 BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/network_analysis
 HOST ?= 127.0.0.1
@@ -25,10 +32,12 @@ demo: $(BIN)/.installed
 
 ## test: the whole suite on SQLite
 test: $(BIN)/.installed
+	scripts/os-packages.sh browser
 	$(BIN)/python -m pytest
 
 ## test-mysql: the same suite on MariaDB/MySQL (MYSQL_URL)
 test-mysql: $(BIN)/.installed
+	scripts/os-packages.sh browser
 	DATABASE_URL=$(MYSQL_URL) $(BIN)/python -m pytest
 
 test-all: test test-mysql

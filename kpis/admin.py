@@ -12,6 +12,7 @@ from kpis.models import (
     InputFileRecord,
     IntervalLedger,
     ServiceTrafficVolume,
+    UpdateRun,
 )
 
 
@@ -110,3 +111,18 @@ class InputFileRecordAdmin(ReadOnlyAdmin):
     list_filter = ("status", ("interval_start_timestamp", admin.DateFieldListFilter))
     search_fields = ("name",)
     ordering = ("-interval_start_timestamp", "name")
+
+
+@admin.register(UpdateRun)
+class UpdateRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "finished_at",
+        "exit_status",
+        "duration_seconds",
+        "intervals_processed",
+        "files_read",
+        "files_failed",
+        "rows_accepted",
+        "rows_rejected",
+    )
+    list_filter = ("exit_status",)

@@ -227,3 +227,39 @@ class RunLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder or 'free'}"
+
+
+class UpdateRunQuerySet(models.QuerySet["UpdateRun"]):
+    def failed(self) -> UpdateRunQuerySet:
+        return self.exclude(exit_status=0)
+
+    def newest_first(self) -> UpdateRunQuerySet:
+        return self.order_by("-finished_at", "-id")
+
+
+class UpdateRun(models.Model):
+    """One ``update_network_stats`` run, written when it ends, whether it worked or not.
+
+    Runs that found another run working, and dry runs, are not recorded.
+    """
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(db_index=True)
+    duration_seconds = models.FloatField()
+    # The command's exit status: 0, or 1 when a file failed or the run stopped on an error.
+    exit_status = models.PositiveSmallIntegerField()
+    intervals_processed = models.PositiveIntegerField(default=0)
+    files_read = models.PositiveIntegerField(default=0)
+    files_failed = models.PositiveIntegerField(default=0)
+    rows_accepted = models.PositiveBigIntegerField(default=0)
+    rows_rejected = models.PositiveBigIntegerField(default=0)
+    hours_rolled_up = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    objects = UpdateRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-finished_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"run ended {self.finished_at:%Y-%m-%d %H:%M:%S} with exit status {self.exit_status}"

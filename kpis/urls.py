@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from kpis import views
+from kpis import monitoring, views
 from kpis.registry import KPIS
 
 urlpatterns = [
@@ -17,4 +17,6 @@ urlpatterns = [
     path("KPIs/<str:kpi_id>/", views.KpiRowsView.as_view(), name="kpi-rows"),
     # /api/intervals/
     path("intervals/", views.IntervalLedgerView.as_view(), name="interval-ledger"),
+    # /api/health/ ; anonymous, for load balancers and uptime monitors
+    path("health/", monitoring.HealthView.as_view(), name="health"),
 ]

@@ -128,6 +128,8 @@ KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=6
 # Days after an hour ends during which its file states are kept and a late file is merged;
 # after that the hour is final and its states are dropped.
 KPI_RESTATE_DAYS = envint("KPI_RESTATE_DAYS", 3, minimum=0)
+# /api/health/ answers 503 "stale" once the newest processed interval ended longer ago.
+KPI_HEALTH_MAX_LAG_SECONDS = envint("KPI_HEALTH_MAX_LAG_SECONDS", 900, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -149,6 +151,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
         "user": envstr("KPI_API_THROTTLE_USER", "6000/minute"),
+        # Its own budget: monitors polling /api/health/ never use up the anonymous one.
+        "health": envstr("KPI_API_THROTTLE_HEALTH", "600/minute"),
     },
 }
 

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from kpis.monitoring import MetricsView
 from kpis.views import dashboard
 
 urlpatterns = [
@@ -13,4 +14,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("kpis.urls")),
     path("api-auth/", include("rest_framework.urls")),
+    # Prometheus scrapes /metrics (no trailing slash, as it expects by default).
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]

@@ -7,6 +7,7 @@
 - :mod:`kpis.services.restatement`: the restatement window, too-late files, restating hours.
 - :mod:`kpis.services.folder`: the input folder listed cheaply, for comparing with the ledger.
 - :mod:`kpis.services.tokens`: API tokens.
+- :mod:`kpis.services.runs`: the run history (each update run records how it ended).
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from kpis.services.locks import (
     run_lock_release,
 )
 from kpis.services.retention import final_hour_states_drop, hour_states_drop, kpi_rows_prune
+from kpis.services.runs import (
+    RUNS_KEPT_AT_LEAST,
+    RunRecording,
+    update_run_record,
+    update_run_recorded,
+    update_runs_prune,
+)
 from kpis.services.state import STATE_SLICE_BYTES, file_state_load, file_state_save
 from kpis.services.tokens import api_token_create, api_token_revoke
 from kpis.services.update import (
@@ -33,11 +41,13 @@ from kpis.services.update import (
 )
 
 __all__ = [
+    "RUNS_KEPT_AT_LEAST",
     "STATE_SLICE_BYTES",
     "UPDATE_LOCK_NAME",
     "IntervalResult",
     "LockBusy",
     "Observer",
+    "RunRecording",
     "RunSummary",
     "UpdateConfig",
     "api_token_create",
@@ -54,4 +64,7 @@ __all__ = [
     "run_lock_acquire",
     "run_lock_heartbeat",
     "run_lock_release",
+    "update_run_record",
+    "update_run_recorded",
+    "update_runs_prune",
 ]

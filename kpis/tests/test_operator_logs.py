@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -162,11 +166,21 @@ def test_since_until_re_reads_a_range_even_when_size_and_time_are_unchanged(
     assert untouched.revision == 1
 
 
+@pytest.mark.parametrize(
+    "columns",
+    [
+        pytest.param(0, id="a-terminal-that-reports-no-size"),
+        pytest.param(60, id="a-terminal-of-60-columns"),
+    ],
+)
 @pytest.mark.django_db(transaction=True)
 def test_a_run_by_hand_on_a_terminal_shows_a_progress_bar(
-    two_intervals_and_a_bad_file: InputFolder,
+    two_intervals_and_a_bad_file: InputFolder, columns: int
 ) -> None:
     controller, terminal = pty.openpty()
+    # A fresh pseudo-terminal reports 0x0 until someone sizes it, as a terminal emulator does.
+    if columns:
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     process = subprocess.Popen(
         [
             sys.executable,
@@ -188,4 +202,8 @@ def test_a_run_by_hand_on_a_terminal_shows_a_progress_bar(
 
     shown = b"".join(chunks).decode(errors="replace")
     assert "0/3 [" in shown
-    assert "interval" in shown
+    bars = re.findall(r" *\d+%\|[^|]*\| \d/3 \[[^\]]*\]", shown)
+    assert bars, shown
+    assert all("interval" in bar for bar in bars), bars  # n interval/s, or n s/interval
+    # As wide as the terminal (80 when it reports no size), less the last column.
+    assert {len(bar) for bar in bars} == {(columns or 80) - 1}, bars

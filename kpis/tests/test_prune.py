@@ -66,7 +66,8 @@ def test_it_deletes_old_five_minute_rows_and_keeps_hourly_rows_and_files(
     assert (InputFileRecord.objects.count(), FileState.objects.count()) == files_before
     assert output.strip() == (
         "deleted intervals older than 1 day(s): ServiceTrafficVolume five minutes: 4, "
-        "CellUniqueUsers five minutes: 4, IntervalLedger five minutes: 2; hourly rows kept"
+        "CellUniqueUsers five minutes: 4, IntervalLedger five minutes: 2; hourly rows kept; "
+        "update runs: 0"
     )
 
 

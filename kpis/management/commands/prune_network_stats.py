@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from kpis.management.commands.update_network_stats import parse_moment
-from kpis.services import kpi_rows_prune
+from kpis.services import RUNS_KEPT_AT_LEAST, kpi_rows_prune, update_runs_prune
 
 
 def _days(value: str) -> int:
@@ -20,7 +20,8 @@ def _days(value: str) -> int:
 class Command(BaseCommand):
     help = (
         "Delete five-minute KPI rows and ledger entries older than --keep-days; hourly ones "
-        "are kept unless --hourly-keep-days is given. Raw-file records are never deleted."
+        "are kept unless --hourly-keep-days is given, and update runs older than --keep-days "
+        f"(the last {RUNS_KEPT_AT_LEAST} stay). Raw-file records are never deleted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -56,8 +57,11 @@ class Command(BaseCommand):
             hourly_before=None if hourly_keep is None else now - timedelta(days=hourly_keep),
             dry_run=options["dry_run"],
         )
+        runs = update_runs_prune(before=now - timedelta(days=keep), dry_run=options["dry_run"])
         if options["verbosity"] >= 1:
             verb = "would delete" if options["dry_run"] else "deleted"
             figures = ", ".join(f"{label}: {count}" for label, count in counts.items())
             kept = "" if hourly_keep is not None else "; hourly rows kept"
-            self.stdout.write(f"{verb} intervals older than {keep} day(s): {figures}{kept}")
+            self.stdout.write(
+                f"{verb} intervals older than {keep} day(s): {figures}{kept}; update runs: {runs}"
+            )

@@ -6,12 +6,13 @@ Meant for cron, every five minutes; see crontab.example.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -23,10 +24,12 @@ from kpis.services import (
     IntervalResult,
     LockBusy,
     Observer,
+    RunRecording,
     RunSummary,
     UpdateConfig,
     network_stats_update,
     run_lock,
+    update_run_recorded,
 )
 from kpis.services.restatement import restate_command
 
@@ -42,6 +45,15 @@ def parse_moment(value: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _terminal_size(stream: TextIO) -> os.terminal_size | None:
+    """The size the terminal behind ``stream`` reports, or None when it reports none."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):
+        return None
+    return size if size.columns > 0 and size.lines > 0 else None
+
+
 class _ProgressObserver(Observer):
     """Progress bar on a terminal; nothing extra under cron (the log has a line per interval)."""
 
@@ -53,7 +65,17 @@ class _ProgressObserver(Observer):
         if self._enabled and intervals > 1:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=intervals, unit="interval", file=sys.stderr, leave=False)
+            # tqdm draws nothing on a terminal that reports a size of 0x0 (a pseudo-terminal
+            # nobody sized yet), so such a terminal gets the classic 80x24.
+            sized = _terminal_size(sys.stderr) is not None
+            self._bar = tqdm(
+                total=intervals,
+                unit="interval",
+                file=sys.stderr,
+                leave=False,
+                ncols=None if sized else 79,
+                nrows=None if sized else 23,
+            )
 
     def interval_done(self, result: IntervalResult) -> None:
         if self._bar is not None and result.interval == IntervalType.FIVE_MINUTES:
@@ -134,6 +156,14 @@ class Command(BaseCommand):
             help="Never show a progress bar, even on a terminal.",
         )
 
+    _run_record: RunRecording
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # Every real run leaves a record in the run history, however it ends; a dry run
+        # changes nothing, its record included.
+        with update_run_recorded(enabled=not options.get("dry_run")) as self._run_record:
+            return super().execute(*args, **options)
+
     def handle(self, *args: Any, **options: Any) -> None:
         input_dir: Path = options["input_dir"] or Path(settings.KPI_INPUT_DIR)
         if not input_dir.is_dir():
@@ -156,7 +186,8 @@ class Command(BaseCommand):
             with _log_level_for(options["verbosity"]):
                 summary = self._run(config, observer, dry_run=options["dry_run"])
         except LockBusy as busy:
-            # Not an error: the other run does the work. Cron stays quiet.
+            # Not an error: the other run does the work (and records itself). Cron stays quiet.
+            self._run_record.skip()
             if options["verbosity"] >= 1:
                 self.stdout.write(f"{busy}; nothing to do.")
             return
@@ -164,6 +195,7 @@ class Command(BaseCommand):
             raise CommandError(f"database error, nothing half-written was kept: {error}") from error
         finally:
             observer.close()
+        self._run_record.summary = summary
         prefix = "dry run, nothing stored: " if options["dry_run"] else ""
         if config.reprocess:
             prefix += _range_text(config)

@@ -1,0 +1,95 @@
+"""Endpoints for monitors: ``/api/health/`` (anonymous) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import Error as DatabaseLayerError
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from kpis.authentication import BearerTokenAuthentication
+from kpis.metrics import metrics_exposition
+from kpis.selectors import data_health
+from kpis.throttling import ThrottleBeforeAuthMixin
+
+
+class HealthRateThrottle(SimpleRateThrottle):
+    """Per client IP, with its own rate, so that monitors never eat the API's anonymous budget."""
+
+    scope = "health"
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except DatabaseLayerError:
+            # A throttle cache kept in the database must not turn "database unavailable"
+            # into a 500: the monitor has to learn what is wrong.
+            return True
+
+
+class HealthView(APIView):
+    """200 while the newest processed five-minute interval is recent enough, else 503."""
+
+    authentication_classes: list[type[Any]] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [HealthRateThrottle]
+    renderer_classes = [JSONRenderer]
+
+    # For monitors, not API clients: kept out of the OpenAPI schema.
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        health = data_health(
+            now=timezone.now(), max_lag_seconds=settings.KPI_HEALTH_MAX_LAG_SECONDS
+        )
+        end = health.latest_interval_end
+        body = {
+            "status": health.status,
+            "latest_interval_end": end.strftime("%Y-%m-%dT%H:%M:%SZ") if end else None,
+            "lag_seconds": health.lag_seconds,
+        }
+        return Response(body, status=200 if health.ok else 503)
+
+
+class _JsonErrors(BaseContentNegotiation):
+    """Refusals are JSON whatever the scraper accepts; the metrics pick their own format."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type or "application/json"
+
+
+class MetricsView(ThrottleBeforeAuthMixin, APIView):
+    """Prometheus text format, for a token (``Token`` or ``Bearer``) or a session."""
+
+    authentication_classes = [
+        TokenAuthentication,
+        BearerTokenAuthentication,
+        SessionAuthentication,
+    ]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JsonErrors
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = metrics_exposition(request.headers.get("Accept", ""))
+        return HttpResponse(body, content_type=content_type)

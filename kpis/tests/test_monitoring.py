@@ -1,0 +1,418 @@
+"""/api/health/ and /metrics: what a monitor sees, read from real runs of the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db.models import Sum
+from django.test import override_settings
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
+
+from kpis.models import InputFileRecord, IntervalLedger, UpdateRun
+from kpis.selectors import data_health
+from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
+
+NOW = "2021-07-18T01:10:00Z"
+GOOD = [
+    ("4917000001", "10", "1", "100", "900"),
+    ("4917000002", "10", "2", "50", "50"),
+    ("4917000003", "11", "1", "10", "10"),
+]
+BAD_ROW = ("4917000004", "11", "1", "-5", "10")  # negative: rejected, the rest counted
+BAD_HEADER = ("msisdn", "cell_id")  # the file cannot be read at all
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def token() -> str:
+    user = get_user_model().objects.create_user("prometheus", password="x" * 20)
+    return Token.objects.create(user=user).key
+
+
+def health(client: APIClient) -> tuple[int, dict[str, Any]]:
+    response = client.get("/api/health/")
+    return response.status_code, json.loads(response.content)
+
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape(client: APIClient, authorization: str) -> Samples:
+    """Every sample of /metrics by name and labels."""
+    response = client.get("/metrics", HTTP_AUTHORIZATION=authorization)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[name][tuple(sorted(labels.items()))]
+
+
+def five_minute_grid(moment: datetime) -> datetime:
+    return moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
+
+
+# --- /api/health/ ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_health_is_503_empty_before_anything_was_processed(anonymous: APIClient) -> None:
+    assert health(anonymous) == (
+        503,
+        {"status": "empty", "latest_interval_end": None, "lag_seconds": None},
+    )
+
+
+@pytest.mark.django_db
+def test_health_is_200_ok_when_the_newest_interval_is_recent(
+    anonymous: APIClient, input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> None:
+    start = five_minute_grid(datetime.now(UTC)) - timedelta(minutes=10)
+    input_folder.write(f"{start:%Y-%m-%dT%H:%M}", GOOD)
+    assert run_update(datetime.now(UTC).isoformat()).exit_code == 0
+    end = start + timedelta(minutes=5)
+
+    before = datetime.now(UTC)
+    status, body = health(anonymous)
+    after = datetime.now(UTC)
+
+    assert status == 200
+    assert body.keys() == {"status", "latest_interval_end", "lag_seconds"}
+    assert body["status"] == "ok"
+    assert body["latest_interval_end"] == f"{end:%Y-%m-%dT%H:%M:%S}Z"
+    assert int((before - end).total_seconds()) <= body["lag_seconds"]
+    assert body["lag_seconds"] <= int((after - end).total_seconds())
+
+
+@pytest.mark.django_db
+def test_health_is_503_stale_when_the_newest_interval_is_too_old(
+    anonymous: APIClient,
+    input_folder: InputFolder,
+    run_update: Callable[..., RunResult],
+    settings: Any,
+) -> None:
+    input_folder.write("2021-07-18T00:00", GOOD)
+    input_folder.write("2021-07-18T00:05", GOOD[:2])
+    assert run_update(NOW).exit_code == 0
+    lag = int((datetime.now(UTC) - utc("2021-07-18T00:10")).total_seconds())
+
+    status, body = health(anonymous)
+
+    assert status == 503
+    assert body["status"] == "stale"
+    assert body["latest_interval_end"] == "2021-07-18T00:10:00Z"
+    assert lag <= body["lag_seconds"] <= lag + 60
+    # The threshold is the setting: a lag within it is fine.
+    settings.KPI_HEALTH_MAX_LAG_SECONDS = lag + 3600
+    assert health(anonymous)[1]["status"] == "ok"
+
+
+@pytest.mark.parametrize("value", ["15m", "0"])
+def test_a_malformed_maximum_lag_stops_start_up_naming_it(value: str) -> None:
+    process = command_process("check", env={"KPI_HEALTH_MAX_LAG_SECONDS": value})
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode != 0
+    assert "KPI_HEALTH_MAX_LAG_SECONDS" in stderr
+
+
+@pytest.mark.django_db
+def test_the_lag_may_reach_the_maximum_but_not_pass_it(
+    input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> None:
+    input_folder.write("2021-07-18T00:00", GOOD)
+    assert run_update(NOW).exit_code == 0
+    end = utc("2021-07-18T00:05")
+
+    at_limit = data_health(now=end + timedelta(seconds=900), max_lag_seconds=900)
+    past_it = data_health(now=end + timedelta(seconds=901), max_lag_seconds=900)
+
+    assert (at_limit.status, at_limit.lag_seconds) == ("ok", 900)
+    assert (past_it.status, past_it.lag_seconds) == ("stale", 901)
+
+
+@pytest.mark.django_db
+def test_health_ignores_credentials_and_reveals_nothing_else(
+    anonymous: APIClient, input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> None:
+    input_folder.write("2021-07-18T00:00", GOOD)
+    run_update(NOW)
+
+    response = anonymous.get("/api/health/", HTTP_AUTHORIZATION="Token not-a-real-token")
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert set(json.loads(response.content)) == {"status", "latest_interval_end", "lag_seconds"}
+
+
+@pytest.fixture
+def low_throttle_rates(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    rates = {"anon": "2/minute", "user": "5/minute", "health": "3/minute"}
+    rest_framework = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    # DRF copies the rates onto the throttle class when it is imported.
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+    with override_settings(REST_FRAMEWORK=rest_framework):
+        yield rates
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("low_throttle_rates")
+def test_health_has_its_own_rate_apart_from_the_anonymous_api(anonymous: APIClient) -> None:
+    statuses = [anonymous.get("/api/health/").status_code for _ in range(4)]
+    api = [anonymous.get("/api/KPIs/").status_code for _ in range(3)]
+
+    assert statuses == [503, 503, 503, 429]
+    assert api == [401, 401, 429]
+
+
+@pytest.mark.django_db
+def test_health_answers_when_the_throttle_cache_cannot_be_read(anonymous: APIClient) -> None:
+    missing_table = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "kpi_no_such_cache_table",
+        }
+    }
+    with override_settings(CACHES=missing_table):
+        assert health(anonymous)[1]["status"] == "empty"
+
+
+SERVER = """
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from django.core.wsgi import get_wsgi_application
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+server = make_server("127.0.0.1", 0, get_wsgi_application(), handler_class=Quiet)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (the OS just handed it out and it was closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        pytest.param(lambda tmp: f"sqlite:///{tmp}/no-such-folder/db.sqlite3", id="sqlite"),
+        pytest.param(lambda tmp: f"mysql://root@127.0.0.1:{closed_port()}/kpi", id="mariadb"),
+    ],
+)
+def test_health_is_503_when_the_database_is_unavailable(
+    tmp_path: Path, database_url: Callable[[Path], str]
+) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "network_analysis.settings",
+        "DATABASE_URL": database_url(tmp_path),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/", timeout=60)
+        body = json.loads(refused.value.read())
+    finally:
+        server.terminate()
+        _, log = server.communicate(timeout=60)
+
+    assert refused.value.code == 503
+    assert body == {
+        "status": "database unavailable",
+        "latest_interval_end": None,
+        "lag_seconds": None,
+    }
+    # The reason is in the server's log, not in the answer.
+    assert "health check: the database is unavailable:" in log
+
+
+# --- /metrics --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_metrics_need_a_token_or_a_session(anonymous: APIClient, token: str) -> None:
+    refused = anonymous.get("/metrics")
+    wrong = anonymous.get("/metrics", HTTP_AUTHORIZATION="Bearer not-a-real-token")
+
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"] == "Token"
+    assert "credentials were not provided" in refused.json()["detail"]
+    assert wrong.status_code == 401
+    assert anonymous.get("/metrics", HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
+    # What Prometheus sends by default:
+    assert anonymous.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    session = APIClient()
+    session.force_login(Token.objects.get(key=token).user)
+    assert session.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
+def test_metrics_are_public_with_a_public_api(anonymous: APIClient, settings: Any) -> None:
+    settings.KPI_API_PUBLIC = True
+
+    assert anonymous.get("/metrics").status_code == 200
+
+
+@pytest.fixture
+def a_run_with_a_failed_file(
+    input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> RunResult:
+    input_folder.write("2021-07-18T00:00", [*GOOD, BAD_ROW])
+    input_folder.write("2021-07-18T00:05", GOOD[:2])
+    input_folder.write("2021-07-18T00:05", [*GOOD, BAD_ROW], part=1)  # a duplicate delivery
+    input_folder.write("2021-07-18T00:10", GOOD, header=BAD_HEADER)
+    result = run_update(NOW)
+    assert result.exit_code == 1
+    return result
+
+
+@pytest.mark.django_db
+def test_metrics_after_a_run_match_the_ledger_and_show_the_failed_run(
+    a_run_with_a_failed_file: RunResult, anonymous: APIClient, token: str
+) -> None:
+    samples = scrape(anonymous, f"Token {token}")
+
+    # The newest processed interval is the one whose only file failed: 00:10-00:15.
+    assert value(samples, "kpi_latest_interval_end_timestamp_seconds") == (
+        utc("2021-07-18T00:15").timestamp()
+    )
+    files = {labels[0][1]: count for labels, count in samples["kpi_files_total"].items()}
+    assert files == {"counted": 2, "failed": 1, "duplicate": 1}
+    for status, count in files.items():
+        assert InputFileRecord.objects.filter(status=status).count() == count
+    ledger = IntervalLedger.objects.filter(interval=1).aggregate(
+        accepted=Sum("rows_accepted"), rejected=Sum("rows_rejected")
+    )
+    assert value(samples, "kpi_rows_total", result="accepted") == 5 == ledger["accepted"]
+    assert value(samples, "kpi_rows_total", result="rejected") == 1 == ledger["rejected"]
+
+    run = UpdateRun.objects.get()
+    assert value(samples, "kpi_update_last_run_end_timestamp_seconds") == (
+        run.finished_at.timestamp()
+    )
+    assert value(samples, "kpi_update_last_run_duration_seconds") == run.duration_seconds > 0
+    assert value(samples, "kpi_update_last_run_exit_status") == 1
+    assert value(samples, "kpi_update_runs", exit_status="1") == 1
+    assert value(samples, "kpi_update_runs", exit_status="0") == 0
+    assert value(samples, "kpi_update_last_failure_timestamp_seconds") == (
+        run.finished_at.timestamp()
+    )
+    assert "kpi_update_last_success_timestamp_seconds" not in samples
+
+
+@pytest.mark.django_db
+def test_a_failed_run_stays_visible_after_a_good_one(
+    a_run_with_a_failed_file: RunResult,
+    input_folder: InputFolder,
+    run_update: Callable[..., RunResult],
+    token: str,
+) -> None:
+    failed = UpdateRun.objects.get()
+    input_folder.write("2021-07-18T00:10", GOOD[1:])  # the broken file, fixed in place
+    assert run_update(NOW).exit_code == 0
+    good = UpdateRun.objects.exclude(id=failed.id).get()
+
+    samples = scrape(APIClient(), f"Bearer {token}")
+
+    assert value(samples, "kpi_update_last_run_exit_status") == 0
+    assert value(samples, "kpi_update_last_run_end_timestamp_seconds") == (
+        good.finished_at.timestamp()
+    )
+    assert value(samples, "kpi_update_runs", exit_status="0") == 1
+    assert value(samples, "kpi_update_runs", exit_status="1") == 1
+    assert value(samples, "kpi_update_last_success_timestamp_seconds") == (
+        good.finished_at.timestamp()
+    )
+    assert value(samples, "kpi_update_last_failure_timestamp_seconds") == (
+        failed.finished_at.timestamp()
+    )
+    files = {labels[0][1]: count for labels, count in samples["kpi_files_total"].items()}
+    assert files == {"counted": 3, "failed": 0, "duplicate": 1}
+
+
+@pytest.mark.django_db
+def test_metrics_before_any_run_have_zero_counts_and_no_times(token: str) -> None:
+    samples = scrape(APIClient(), f"Token {token}")
+
+    assert samples["kpi_files_total"] == {
+        (("status", "counted"),): 0,
+        (("status", "failed"),): 0,
+        (("status", "duplicate"),): 0,
+    }
+    assert samples["kpi_rows_total"] == {(("result", "accepted"),): 0, (("result", "rejected"),): 0}
+    assert samples["kpi_update_runs"] == {(("exit_status", "0"),): 0, (("exit_status", "1"),): 0}
+    assert (
+        not {
+            "kpi_latest_interval_end_timestamp_seconds",
+            "kpi_update_last_run_end_timestamp_seconds",
+            "kpi_update_last_run_exit_status",
+        }
+        & samples.keys()
+    )
+
+
+@pytest.mark.django_db
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks_for_it(
+    a_run_with_a_failed_file: RunResult, token: str
+) -> None:
+    response = APIClient().get(
+        "/metrics",
+        HTTP_AUTHORIZATION=f"Token {token}",
+        HTTP_ACCEPT="application/openmetrics-text; version=1.0.0, text/plain; version=0.0.4; q=0.5",
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    families = {family.name: family for family in openmetrics_families(response.content.decode())}
+    assert families["kpi_update_last_run_exit_status"].samples[0].value == 1
