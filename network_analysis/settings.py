@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from network_analysis.env import (
+    cpus_available,
     database_from_url,
     env_secret,
+    envaddress,
     envbool,
     envchoice,
     envint,
@@ -125,6 +127,12 @@ KPI_SUBSCRIBER_KEY = env_secret("KPI_SUBSCRIBER_KEY", DATA_DIR / "subscriber_key
 KPI_LOCK_STALE_SECONDS = envint("KPI_LOCK_STALE_SECONDS", 900, minimum=30)
 # Bytes of CSV parsed at a time: bounds memory whatever the file size.
 KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=64 * 1024)
+# Local worker processes that read files in parallel; 1 reads them in the command's process.
+KPI_WORKERS = envint("KPI_WORKERS", cpus_available(), minimum=1)
+# A Dask scheduler (tcp://host:8786) whose workers read the files instead; they must see
+# KPI_INPUT_DIR at the same path.
+KPI_DASK_SCHEDULER = envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
+KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
