@@ -160,17 +160,12 @@ def _dask_executor(config: ExecutorConfig) -> Iterator[FileExecutor]:
                 f"(none joined within {config.connect_timeout:g} s); nothing was read or stored"
             ) from None
         threads = sum(client.nthreads().values())
-        logger.info(
-            "reading files on the Dask cluster at %s (%d worker threads)",
-            config.scheduler,
-            threads,
-        )
         yield FileExecutor(
             kind="dask",
             # pure=False: a file read twice in one run (after a worker died) is read again.
             executor=client.get_executor(pure=False),
             slots=max(1, threads) * _FILES_PER_WORKER,
-            description=f"the Dask cluster at {config.scheduler}",
+            description=f"the Dask cluster at {config.scheduler} ({threads} worker threads)",
             lost=(KilledWorker,),
         )
     finally:

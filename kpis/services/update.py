@@ -447,13 +447,19 @@ def _read_submit(
     # The heartbeat can only be called per block in this process; elsewhere the
     # wait for results calls it (see _read_collect).
     on_block = {"on_block": heartbeat} if executor.in_process else {}
-    return executor.submit(
-        aggregate_file,
-        input_file.path,
-        hash_key=config.hash_key,
-        block_size=config.block_size,
-        **on_block,
-    )
+    try:
+        return executor.submit(
+            aggregate_file,
+            input_file.path,
+            hash_key=config.hash_key,
+            block_size=config.block_size,
+            **on_block,
+        )
+    except executor.lost as error:
+        # A pool that broke refuses new work; report it where results are collected.
+        failed: Future[FileOutcome] = Future()
+        failed.set_exception(error)
+        return failed
 
 
 def _read_collect(
