@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Literal, ParamSpec, TypeVar
 
 logger = logging.getLogger("kpis.update")
@@ -105,7 +109,36 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # the pipeline already imported so each worker is ready at once.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_WORKER_PRELOAD)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    alive, keep = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_exit_with_caller,
+        initargs=(alive,),
+    )
+    # Workers hold the reading end; this process alone holds the writing end,
+    # which the OS closes when this process ends, however it ends.
+    _pool_lifelines[id(pool)] = keep
+    weakref.finalize(pool, _pool_lifelines.pop, id(pool), None)
+    return pool
+
+
+_pool_lifelines: dict[int, Connection] = {}
+
+
+def _exit_with_caller(alive: Connection) -> None:
+    """Make this worker exit as soon as the process that started the pool has gone.
+
+    Idle workers otherwise wait for work forever, holding the output of a
+    command that was killed open.
+    """
+
+    def watch() -> None:
+        with suppress(EOFError):
+            alive.recv()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-caller", daemon=True).start()
 
 
 @contextmanager
