@@ -37,7 +37,11 @@ class SchedulerUnreachable(Exception):
     """The Dask scheduler named by the settings did not answer."""
 
 
-class WorkerLost(Exception):
+class ExecutorFailed(Exception):
+    """The executor could not run the work (not a bad file: the file was not read)."""
+
+
+class WorkerLost(ExecutorFailed):
     """A worker process died while it was reading files."""
 
 

@@ -40,7 +40,13 @@ from kpis.pipeline import (
     key_id_for,
     scan_input_dir,
 )
-from kpis.pipeline.executors import ExecutorConfig, FileExecutor, WorkerLost, executor_for
+from kpis.pipeline.executors import (
+    ExecutorConfig,
+    ExecutorFailed,
+    FileExecutor,
+    WorkerLost,
+    executor_for,
+)
 from kpis.registry import KPIS
 from kpis.services.state import file_state_load, file_state_save
 
@@ -476,6 +482,8 @@ def _read_collect(
     for input_file, future in jobs:
         try:
             outcome = future.result()
+        except executor.lost:
+            raise
         except FileNotFoundError:
             if not (executor.remote and input_file.path.exists()):
                 logger.warning("file %s disappeared before it could be read", input_file.name)
@@ -489,6 +497,15 @@ def _read_collect(
                     "the input folder at the same path as this machine (shared storage)"
                 ),
             )
+        except Exception as error:
+            if not executor.remote:
+                raise
+            raise ExecutorFailed(
+                f"{executor.description} could not read {input_file.name}: "
+                f"{type(error).__name__}: {' '.join(str(error).split())}; "
+                "the scheduler and every worker must run this project's code with the same "
+                "requirements (see the README, Parallel and distributed runs)"
+            ) from error
         if outcome.error is not None:
             logger.error("file %s failed: %s", input_file.name, outcome.error)
         else:

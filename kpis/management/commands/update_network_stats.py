@@ -20,7 +20,7 @@ from django.db import DatabaseError, transaction
 
 from kpis.models import IntervalType
 from kpis.pipeline import subscriber_hash_key
-from kpis.pipeline.executors import ExecutorConfig, SchedulerUnreachable, WorkerLost
+from kpis.pipeline.executors import ExecutorConfig, ExecutorFailed, SchedulerUnreachable
 from kpis.services import (
     IntervalResult,
     LockBusy,
@@ -180,7 +180,7 @@ class Command(BaseCommand):
             return
         except DatabaseError as error:
             raise CommandError(f"database error, nothing half-written was kept: {error}") from error
-        except (SchedulerUnreachable, WorkerLost) as error:
+        except (SchedulerUnreachable, ExecutorFailed) as error:
             raise CommandError(str(error)) from error
         finally:
             observer.close()
