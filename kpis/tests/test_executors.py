@@ -77,7 +77,7 @@ def dask_cluster() -> Iterator[str]:
         threads_per_worker=1,
         host="127.0.0.1",
         scheduler_port=0,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         yield cluster.scheduler_address
 
@@ -392,7 +392,11 @@ def blind_dask_worker(input_folder: InputFolder) -> Iterator[str]:
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=0, processes=True, host="127.0.0.1", scheduler_port=0, dashboard_address=None
+        n_workers=0,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         # A private mount namespace: an empty tmpfs over the input folder, for this worker only.
         script = (
