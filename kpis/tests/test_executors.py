@@ -227,6 +227,46 @@ def test_the_files_in_flight_stay_within_the_executor_slots(input_folder: InputF
     assert 4 <= most <= 5  # two intervals of two files fit in five slots, three do not
 
 
+def test_the_lock_is_renewed_while_the_command_waits_for_workers(
+    input_folder: InputFolder,
+) -> None:
+    input_folder.write("2026-01-05T00:00", [("4917000001", "7", "3", "10", "5")])
+    files = scan_input_dir(input_folder.path)
+    beats = threading.Semaphore(0)
+
+    class Waiting(ThreadPoolExecutor):
+        """Each read starts only once the command has renewed its lock three times."""
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            def after_three_beats() -> Any:
+                for _ in range(3):
+                    assert beats.acquire(timeout=10), "the lock was not renewed while waiting"
+                return fn(*args, **kwargs)
+
+            return super().submit(after_three_beats)
+
+    config = UpdateConfig(
+        input_dir=input_folder.path,
+        now=START,
+        top_n=3,
+        grace=timedelta(0),
+        hash_key=HASH_KEY,
+        block_size=1 << 20,
+    )
+    with Waiting(max_workers=1) as threads:
+        executor = FileExecutor(kind="process pool", executor=threads, slots=2, description="x")
+        [(start, outcomes)] = list(
+            _outcomes_in_order(
+                [(files[0].interval_start, files)],
+                config=config,
+                executor=executor,
+                heartbeat=beats.release,
+            )
+        )
+    assert start == files[0].interval_start
+    assert outcomes[files[0].name].stats.rows_accepted == 1
+
+
 # --- settings and options ------------------------------------------------------
 
 
