@@ -72,6 +72,29 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def envaddress(name: str, *, schemes: tuple[str, ...]) -> str:
+    """Read a network address like ``tcp://host:8786``, or "" when unset."""
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
+        return ""
+    parts = urlsplit(raw)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in schemes or not parts.hostname or port is None or parts.path not in "/":
+        examples = " or ".join(f"{scheme}://host:8786" for scheme in schemes)
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an address like {examples}.")
+    return raw
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def env_secret(name: str, fallback_file: Path) -> str:
     """Read a secret from the environment, else from a generated local file.
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from network_analysis.env import (
+    cpus_available,
     database_from_url,
     env_secret,
+    envaddress,
     envbool,
     envchoice,
     envint,
@@ -130,6 +132,12 @@ KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=6
 KPI_RESTATE_DAYS = envint("KPI_RESTATE_DAYS", 3, minimum=0)
 # /api/health/ answers 503 "stale" once the newest processed interval ended longer ago.
 KPI_HEALTH_MAX_LAG_SECONDS = envint("KPI_HEALTH_MAX_LAG_SECONDS", 900, minimum=1)
+# Local worker processes that read files in parallel; 1 reads them in the command's process.
+KPI_WORKERS = envint("KPI_WORKERS", cpus_available(), minimum=1)
+# A Dask scheduler (tcp://host:8786) whose workers read the files instead; they must see
+# KPI_INPUT_DIR at the same path.
+KPI_DASK_SCHEDULER = envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
+KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -8,9 +8,11 @@ every hour that is due and touched. Work grows with the new files only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,9 +33,17 @@ from kpis.pipeline import (
     FileOutcome,
     InputFile,
     Partial,
+    ReadStats,
     aggregate_file,
     hour_start_for,
     key_id_for,
+)
+from kpis.pipeline.executors import (
+    ExecutorConfig,
+    ExecutorFailed,
+    FileExecutor,
+    WorkerLost,
+    executor_for,
 )
 from kpis.registry import KPIS
 from kpis.services.folder import FolderListing, folder_list
@@ -51,6 +61,9 @@ from kpis.services.state import file_state_load, file_state_save
 
 logger = logging.getLogger("kpis.update")
 
+# How often the wait for files read elsewhere wakes up to renew the run's lock.
+_WAIT_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class UpdateConfig:
@@ -66,6 +79,7 @@ class UpdateConfig:
     until: datetime | None = None
     # KPI_RESTATE_DAYS: how long after its end an hour still takes late files.
     restate_window: timedelta = timedelta(days=3)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     @property
     def reprocess(self) -> bool:
@@ -455,21 +469,68 @@ def _dirty_files(listing: FolderListing, config: UpdateConfig) -> set[str]:
     return dirty
 
 
-def _read_files(
-    files: list[InputFile], config: UpdateConfig, heartbeat: Callable[[], None]
+def _read_submit(
+    executor: FileExecutor,
+    input_file: InputFile,
+    config: UpdateConfig,
+    heartbeat: Callable[[], None],
+) -> Future[FileOutcome]:
+    # The heartbeat can only be called per block in this process; elsewhere the
+    # wait for results calls it (see _read_collect).
+    on_block = {"on_block": heartbeat} if executor.in_process else {}
+    try:
+        return executor.submit(
+            aggregate_file,
+            input_file.path,
+            hash_key=config.hash_key,
+            block_size=config.block_size,
+            **on_block,
+        )
+    except executor.lost as error:
+        # A pool that broke refuses new work; report it where results are collected.
+        failed: Future[FileOutcome] = Future()
+        failed.set_exception(error)
+        return failed
+
+
+def _read_collect(
+    jobs: list[tuple[InputFile, Future[FileOutcome]]],
+    executor: FileExecutor,
+    heartbeat: Callable[[], None],
 ) -> dict[str, FileOutcome]:
+    """Wait for the files of one interval, keeping the lock alive; their outcomes by name."""
+    futures = [future for _, future in jobs]
+    while wait(futures, timeout=_WAIT_SECONDS).not_done:
+        heartbeat()
+    heartbeat()
     outcomes: dict[str, FileOutcome] = {}
-    for input_file in files:
+    for input_file, future in jobs:
         try:
-            outcome = aggregate_file(
-                input_file.path,
-                hash_key=config.hash_key,
-                block_size=config.block_size,
-                on_block=heartbeat,
-            )
+            outcome = future.result()
+        except executor.lost:
+            raise
         except FileNotFoundError:
-            logger.warning("file %s disappeared before it could be read", input_file.name)
-            continue
+            if not (executor.remote and input_file.path.exists()):
+                logger.warning("file %s disappeared before it could be read", input_file.name)
+                continue
+            # Here but not there: the worker does not see the input folder.
+            outcome = FileOutcome(
+                partial=None,
+                stats=ReadStats(),
+                error=(
+                    f"a Dask worker could not find {input_file.path}: every worker must see "
+                    "the input folder at the same path as this machine (shared storage)"
+                ),
+            )
+        except Exception as error:
+            if not executor.remote:
+                raise
+            raise ExecutorFailed(
+                f"{executor.description} could not read {input_file.name}: "
+                f"{type(error).__name__}: {' '.join(str(error).split())}; "
+                "the scheduler and every worker must run this project's code with the same "
+                "requirements (see the README, Parallel and distributed runs)"
+            ) from error
         if outcome.error is not None:
             logger.error("file %s failed: %s", input_file.name, outcome.error)
         else:
@@ -481,6 +542,69 @@ def _read_files(
             )
         outcomes[input_file.name] = outcome
     return outcomes
+
+
+def _succeeded(future: Future[FileOutcome]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _outcomes_in_order(
+    batches: list[tuple[datetime, list[InputFile]]],
+    *,
+    config: UpdateConfig,
+    executor: FileExecutor,
+    heartbeat: Callable[[], None],
+) -> Iterator[tuple[datetime, dict[str, FileOutcome]]]:
+    """Read the files of each interval on ``executor``; yield their outcomes in interval order.
+
+    Later intervals are read while earlier ones are stored, but at most
+    ``executor.slots`` files (or one interval's) are in flight or waiting, so
+    memory stays bounded however long the backlog.
+    """
+    queue = deque(batches)
+    pending: deque[tuple[datetime, list[tuple[InputFile, Future[FileOutcome]]]]] = deque()
+    in_flight = 0
+    renewed = False
+    while queue or pending:
+        while queue and (not pending or in_flight + len(queue[0][1]) <= executor.slots):
+            start, files = queue.popleft()
+            jobs = [(f, _read_submit(executor, f, config, heartbeat)) for f in files]
+            pending.append((start, jobs))
+            in_flight += len(files)
+        start, jobs = pending[0]
+        try:
+            outcomes = _read_collect(jobs, executor, heartbeat)
+        except executor.lost as error:
+            unfinished = [f.name for _, js in pending for f, fut in js if not _succeeded(fut)]
+            if renewed or not executor.renewable:
+                raise WorkerLost(
+                    f"a worker process died while reading ({error or type(error).__name__}); "
+                    f"{len(unfinished)} file(s) were not read, from interval "
+                    f"{start:%Y-%m-%dT%H:%MZ} on, and nothing of those intervals was stored; "
+                    "the next run reads them again"
+                ) from error
+            logger.warning(
+                "a worker process died while reading; reading %d unfinished file(s) again "
+                "in a new pool of %s",
+                len(unfinished),
+                executor.description,
+            )
+            executor.renew()
+            renewed = True
+            for index, (interval, old_jobs) in enumerate(pending):
+                pending[index] = (
+                    interval,
+                    [
+                        (f, fut)
+                        if _succeeded(fut)
+                        else (f, _read_submit(executor, f, config, heartbeat))
+                        for f, fut in old_jobs
+                    ],
+                )
+            continue
+        pending.popleft()
+        in_flight -= len(jobs)
+        yield start, outcomes
 
 
 def network_stats_update(
@@ -527,27 +651,41 @@ def network_stats_update(
         intervals_by_hour[hour_start_for(start)].append(start)
     observer.planned(intervals=len(dirty_by_interval))
 
-    for hour_start, starts in sorted(intervals_by_hour.items()):
-        # File states of this hour stay in memory until it is rolled up, then go.
-        cache: dict[str, Partial] = {}
-        for start in starts:
-            heartbeat()
-            outcomes = _read_files(dirty_by_interval[start], config, heartbeat)
-            result = interval_persist(
-                start=start,
-                on_disk=files_by_interval[start],
-                outcomes=outcomes,
-                config=config,
-                cache=cache,
+    batches = [(start, dirty_by_interval[start]) for start in sorted(dirty_by_interval)]
+    files_to_read = sum(len(files) for _, files in batches)
+    with contextlib.ExitStack() as stack:
+        read: Iterator[tuple[datetime, dict[str, FileOutcome]]] = iter(())
+        if batches:
+            executor = stack.enter_context(executor_for(config.executor, files=files_to_read))
+            if not executor.in_process:
+                logger.info("reading %d file(s) on %s", files_to_read, executor.description)
+            read = _outcomes_in_order(
+                batches, config=config, executor=executor, heartbeat=heartbeat
             )
-            summary.add_interval(result)
-            summary.failures.extend(
-                f"{name}: {outcome.error}" for name, outcome in outcomes.items() if outcome.error
-            )
-            logger.info(result.log_line(), extra=result.log_fields())
-            observer.interval_done(result)
-        if _is_due(hour_start + HOUR, config):
-            _hour_finish(hour_start, config, cache, summary, observer)
+        for hour_start, starts in sorted(intervals_by_hour.items()):
+            # File states of this hour stay in memory until it is rolled up, then go.
+            cache: dict[str, Partial] = {}
+            for start in starts:
+                heartbeat()
+                read_start, outcomes = next(read)
+                assert read_start == start
+                result = interval_persist(
+                    start=start,
+                    on_disk=files_by_interval[start],
+                    outcomes=outcomes,
+                    config=config,
+                    cache=cache,
+                )
+                summary.add_interval(result)
+                summary.failures.extend(
+                    f"{name}: {outcome.error}"
+                    for name, outcome in outcomes.items()
+                    if outcome.error
+                )
+                logger.info(result.log_line(), extra=result.log_fields())
+                observer.interval_done(result)
+            if _is_due(hour_start + HOUR, config):
+                _hour_finish(hour_start, config, cache, summary, observer)
 
     # Hours whose intervals were processed by earlier runs and that are due now.
     pending = IntervalLedger.objects.filter(

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from network_analysis.env import database_from_url, env_secret, envbool, envint, envlist
+from network_analysis.env import (
+    cpus_available,
+    database_from_url,
+    env_secret,
+    envaddress,
+    envbool,
+    envint,
+    envlist,
+)
 
 
 @pytest.mark.parametrize(
@@ -121,3 +132,60 @@ def test_sqlite_runs_in_wal_mode_so_readers_never_wait() -> None:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    "raw", ["127.0.0.1:8786", "http://host:8786", "tcp://host", "tcp://:8786", "tcp://h:port"]
+)
+def test_a_scheduler_address_needs_a_scheme_a_host_and_a_port(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("KPI_DASK_SCHEDULER", raw)
+    with pytest.raises(ImproperlyConfigured, match="is not an address like tcp://host:8786"):
+        envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
+
+
+def test_a_scheduler_address_is_kept_as_given_or_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPI_DASK_SCHEDULER", " tcp://dask.example:8786 ")
+    assert envaddress("KPI_DASK_SCHEDULER", schemes=("tcp",)) == "tcp://dask.example:8786"
+    monkeypatch.delenv("KPI_DASK_SCHEDULER")
+    assert envaddress("KPI_DASK_SCHEDULER", schemes=("tcp",)) == ""
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "message"),
+    [
+        ("KPI_WORKERS", "0", "KPI_WORKERS=0 must be at least 1"),
+        ("KPI_WORKERS", "all", "KPI_WORKERS='all' is not a whole number"),
+        ("KPI_DASK_SCHEDULER", "dask:8786", "KPI_DASK_SCHEDULER='dask:8786' is not an address"),
+    ],
+)
+def test_bad_executor_settings_stop_start_up(variable: str, raw: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import network_analysis.settings"],
+        env={**os.environ, variable: raw},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_workers_default_to_the_cpus_this_process_may_use() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "KPI_WORKERS"}
+    script = "from network_analysis import settings; print(settings.KPI_WORKERS)"
+    pinned = subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )
+    assert pinned.stdout.strip() == "1"
+    free = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
+    )
+    assert free.stdout.strip() == str(cpus_available())
+    assert cpus_available() == len(os.sched_getaffinity(0))

@@ -68,6 +68,10 @@ def test_verbosity_1_logs_each_interval_and_prints_the_summary(
     assert result.exit_code == 1
     assert "intervals processed: 3 (changed: 2), files read: 3, files failed: 1" in result.stdout
     info = [line for line in result.stderr.splitlines() if " INFO kpis.update " in line]
+    # Where the files are read is said first when it is not this process (KPI_WORKERS > 1).
+    if settings.KPI_WORKERS > 1:
+        workers = min(settings.KPI_WORKERS, 3)
+        assert f"reading 3 file(s) on {workers} local worker processes" in info.pop(0)
     assert len(info) == 4  # three intervals, one hour
     assert "interval=2021-07-18T00:00Z revision=1 files_read=1" in info[0]
     assert "DEBUG" not in result.stderr

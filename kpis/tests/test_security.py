@@ -223,7 +223,7 @@ def test_authenticated_requests_are_throttled_per_user() -> None:
 
 def test_env_example_documents_every_variable_settings_read() -> None:
     sources = (BASE_DIR / "network_analysis" / "settings.py").read_text()
-    readers = r"\benv(?:str|bool|int|list|choice|_secret)\(\s*\"([A-Z0-9_]+)\""
+    readers = r"\benv(?:str|bool|int|list|choice|address|_secret)\(\s*\"([A-Z0-9_]+)\""
     read = set(re.findall(readers, sources))
     documented = set(
         re.findall(r"^([A-Z0-9_]+)=", (BASE_DIR / ".env.example").read_text(), re.MULTILINE)

@@ -5,6 +5,7 @@ Meant for cron, every five minutes; see crontab.example.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from django.db import DatabaseError, transaction
 
 from kpis.models import IntervalType
 from kpis.pipeline import subscriber_hash_key
+from kpis.pipeline.executors import ExecutorConfig, ExecutorFailed, SchedulerUnreachable
 from kpis.services import (
     IntervalResult,
     LockBusy,
@@ -101,6 +103,16 @@ def _log_level_for(verbosity: int) -> Iterator[None]:
         kpis_logger.setLevel(previous)
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is less than 1")
+    return number
+
+
 def _range_text(config: UpdateConfig) -> str:
     since = f"{config.since:%Y-%m-%dT%H:%MZ}" if config.since else "the first file"
     until = f"{config.until:%Y-%m-%dT%H:%MZ}" if config.until else "now"
@@ -151,6 +163,13 @@ class Command(BaseCommand):
             help="Recompute intervals starting before this time, even if unchanged.",
         )
         parser.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=None,
+            help="Read files in this many local worker processes; 1 reads them in this process "
+            "(default: KPI_WORKERS). Not used when KPI_DASK_SCHEDULER is set.",
+        )
+        parser.add_argument(
             "--no-progress",
             action="store_true",
             help="Never show a progress bar, even on a terminal.",
@@ -178,6 +197,11 @@ class Command(BaseCommand):
             since=options["since"],
             until=options["until"],
             restate_window=timedelta(days=settings.KPI_RESTATE_DAYS),
+            executor=ExecutorConfig(
+                workers=options["workers"] or settings.KPI_WORKERS,
+                scheduler=settings.KPI_DASK_SCHEDULER,
+                connect_timeout=settings.KPI_DASK_CONNECT_SECONDS,
+            ),
         )
         observer = _ProgressObserver(
             enabled=sys.stderr.isatty() and options["verbosity"] >= 1 and not options["no_progress"]
@@ -193,6 +217,8 @@ class Command(BaseCommand):
             return
         except DatabaseError as error:
             raise CommandError(f"database error, nothing half-written was kept: {error}") from error
+        except (SchedulerUnreachable, ExecutorFailed) as error:
+            raise CommandError(str(error)) from error
         finally:
             observer.close()
         self._run_record.summary = summary
