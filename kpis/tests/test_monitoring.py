@@ -328,7 +328,7 @@ def test_metrics_after_a_run_match_the_ledger_and_show_the_failed_run(
         utc("2021-07-18T00:15").timestamp()
     )
     files = {labels[0][1]: count for labels, count in samples["kpi_files_total"].items()}
-    assert files == {"counted": 2, "failed": 1, "duplicate": 1}
+    assert files == {"counted": 2, "failed": 1, "duplicate": 1, "too_late": 0}
     for status, count in files.items():
         assert InputFileRecord.objects.filter(status=status).count() == count
     ledger = IntervalLedger.objects.filter(interval=1).aggregate(
@@ -378,7 +378,7 @@ def test_a_failed_run_stays_visible_after_a_good_one(
         failed.finished_at.timestamp()
     )
     files = {labels[0][1]: count for labels, count in samples["kpi_files_total"].items()}
-    assert files == {"counted": 3, "failed": 0, "duplicate": 1}
+    assert files == {"counted": 3, "failed": 0, "duplicate": 1, "too_late": 0}
 
 
 @pytest.mark.django_db
@@ -389,6 +389,7 @@ def test_metrics_before_any_run_have_zero_counts_and_no_times(token: str) -> Non
         (("status", "counted"),): 0,
         (("status", "failed"),): 0,
         (("status", "duplicate"),): 0,
+        (("status", "too_late"),): 0,
     }
     assert samples["kpi_rows_total"] == {(("result", "accepted"),): 0, (("result", "rejected"),): 0}
     assert samples["kpi_update_runs"] == {(("exit_status", "0"),): 0, (("exit_status", "1"),): 0}
