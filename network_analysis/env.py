@@ -157,3 +157,27 @@ def sqlite_database(path: Path) -> dict[str, Any]:
         # Tests that start the command as a subprocess need a real file.
         "TEST": {"NAME": str(path.with_name(path.stem + "_test.sqlite3"))},
     }
+
+
+def cache_from_url(url: str) -> dict[str, Any]:
+    """Turn ``CACHE_URL`` into a Django ``CACHES['default']`` entry.
+
+    Empty: the database cache (table ``kpi_cache``, created by ``migrate``), shared
+    by every process that uses the database. ``redis://``, ``rediss://`` or
+    ``unix://``: Django's Redis cache. ``locmem://``: per process, for one-process
+    setups only.
+    """
+    if url == "":
+        return {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "kpi_cache",
+        }
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    raise ImproperlyConfigured(
+        f"CACHE_URL scheme {scheme!r} is not supported: use redis://, rediss://, unix:// "
+        "or locmem://, or leave it empty for the database cache."
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from network_analysis.env import (
+    cache_from_url,
     database_from_url,
     env_secret,
     envbool,
@@ -44,6 +45,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # API responses only: gzip when accepted, then an ETag of the plain body and 304s.
+    "kpis.middleware.ApiGZipMiddleware",
+    "kpis.middleware.ApiConditionalGetMiddleware",
     # Serves collected static files (admin, browsable API) without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -81,6 +85,9 @@ DATABASES = {
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Throttle counters live here, so every gunicorn worker counts against one limit.
+CACHES = {"default": cache_from_url(envstr("CACHE_URL", ""))}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
