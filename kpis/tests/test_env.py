@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from network_analysis.env import database_from_url, env_secret, envbool, envint, envlist
+from network_analysis.env import (
+    cache_from_url,
+    database_from_url,
+    env_secret,
+    envbool,
+    envint,
+    envlist,
+)
 
 
 @pytest.mark.parametrize(
@@ -121,3 +128,22 @@ def test_sqlite_runs_in_wal_mode_so_readers_never_wait() -> None:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+
+
+def test_the_cache_is_the_database_unless_a_url_names_another() -> None:
+    assert cache_from_url("") == {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "kpi_cache",
+    }
+    assert cache_from_url("redis://:secret@10.0.0.5:6380/2?prefix=site-a&socket_timeout=2") == {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://:secret@10.0.0.5:6380/2?socket_timeout=2",
+        "KEY_PREFIX": "site-a",
+    }
+    assert cache_from_url("unix:///run/redis.sock")["KEY_PREFIX"] == "kpi"
+    assert cache_from_url("locmem://")["BACKEND"].endswith("LocMemCache")
+
+
+def test_an_unknown_cache_scheme_stops_start_up() -> None:
+    with pytest.raises(ImproperlyConfigured, match="CACHE_URL scheme 'memcached'"):
+        cache_from_url("memcached://127.0.0.1:11211")
