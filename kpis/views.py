@@ -23,6 +23,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from kpis.filters import IntervalFilter
+from kpis.listing import ValuesListMixin
 from kpis.models import IntervalLedger, IntervalType, KpiRow, ServiceTrafficVolume
 from kpis.pagination import OptionalLimitOffsetPagination
 from kpis.registry import KPIS, KpiDefinition, kpi_get
@@ -116,7 +117,7 @@ class KpiListView(ThrottleBeforeAuthMixin, APIView):
         return Response(data)
 
 
-class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView):
+class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, ValuesListMixin, generics.ListAPIView):
     """The rows of one KPI, ordered by time, interval type, then rank."""
 
     filterset_class = IntervalFilter
