@@ -95,6 +95,26 @@ def representation_plan(serializer: serializers.ModelSerializer[Any]) -> Represe
     return plan
 
 
+class PlainRows(list[dict[str, Any]]):
+    """Rows whose values are all ints, None, or printable ASCII text without quotes or
+    backslashes: values any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``)."""
+
+
+_PLAIN_CELLS = frozenset({int, type(None)})
+
+
+def _plain_text(value: Any) -> bool:
+    if type(value) in _PLAIN_CELLS:
+        return True
+    return (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and '"' not in value
+        and "\\" not in value
+    )
+
+
 def represent_rows(
     rows: Iterable[Sequence[Any]], names: list[str], converters: list[tuple[int, Memo]]
 ) -> list[dict[str, Any]]:
@@ -102,22 +122,32 @@ def represent_rows(
 
     Works column by column: each converter runs once per distinct value not yet in
     its memo (memos may be shared by columns of one kind), then a lookup per cell.
+    The result is a ``PlainRows`` when every value is plain.
     """
     if not converters:
         return [dict(zip(names, row, strict=True)) for row in rows]
     columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
     if not columns:
         return []
+    plain = True
+    converted = {index for index, _ in converters}
+    for index, column in enumerate(columns):
+        if index not in converted:
+            plain = plain and set(map(type, column)) <= _PLAIN_CELLS
     for index, memo in converters:
         column = columns[index]
         try:
             fresh = set(column).difference(memo.seen)
         except TypeError:  # unhashable values, e.g. decoded JSON objects
             columns[index] = list(map(memo.function, column))
+            plain = False
             continue
         memo.seen.update({value: memo.function(value) for value in fresh})
         columns[index] = map(memo.seen.__getitem__, column)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    if plain:
+        plain = all(_plain_text(value) for _, memo in converters for value in memo.seen.values())
+    rows_out = (dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True))
+    return PlainRows(rows_out) if plain else list(rows_out)
 
 
 def represent_values(

@@ -9,7 +9,11 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rest_framework.renderers import BaseRenderer
+import orjson
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.settings import api_settings
+
+from kpis.listing import PlainRows
 
 # Written by the csv module exactly as given (a bool is not an int here: type() is exact).
 _AS_IS = frozenset({int, str})
@@ -75,3 +79,28 @@ class CsvRenderer(BaseRenderer):
         if view is not None and hasattr(view, "get_serializer"):
             return list(view.get_serializer().fields)
         return []
+
+
+class JsonRenderer(JSONRenderer):
+    """DRF's JSON renderer; plain rows (ints and ASCII text only) go through orjson.
+
+    For such values orjson writes exactly the bytes of DRF's compact output, about
+    ten times faster; anything else, or an indented response, takes DRF's path.
+    """
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if (
+            type(data) is PlainRows
+            and api_settings.COMPACT_JSON
+            and self.get_indent(accepted_media_type or "", renderer_context or {}) is None
+        ):
+            try:
+                return orjson.dumps(data)
+            except orjson.JSONEncodeError:  # an int beyond 64 bits
+                pass
+        return super().render(data, accepted_media_type, renderer_context)
