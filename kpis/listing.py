@@ -2,10 +2,11 @@
 
 A ModelSerializer builds a model instance per row and asks every field of every
 row for its attribute and its representation; for a day of KPI rows that is most
-of the request. Here the database returns plain tuples (``values_list``), integer
-fields pass through as they are, and every other field's ``to_representation`` is
-called once per distinct value (a day of rows has a few hundred distinct
-timestamps). The serializer still names the fields, their order and their output.
+of the request. Here the database's raw rows are read column by column: integer
+columns pass through as they are, and every other column's value goes through the
+ORM's converters and the field's ``to_representation`` once per distinct value (a
+day of rows has a few hundred distinct timestamps). The serializer still names the
+fields, their order and their output.
 """
 
 from __future__ import annotations
