@@ -10,6 +10,7 @@ VENV ?= .venv
 endif
 BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/network_analysis
+DATABASE ?= sqlite
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -52,10 +53,11 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-## load: a year of rows served by gunicorn under wrk while update_network_stats runs (loopback)
+## load: a year of rows served by gunicorn under wrk while update_network_stats runs (loopback);
+## DATABASE=mysql runs it on MariaDB/MySQL (a throwaway <MYSQL_URL name>_load database)
 load: $(BIN)/.installed
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk: sudo apt-get install wrk"; exit 1; }
-	$(BIN)/python bench/load.py
+	$(BIN)/python bench/load.py --database $(DATABASE) --mysql-url $(MYSQL_URL)
 
 clean:
 	rm -rf $(VENV) data db.sqlite3* staticfiles

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,8 +52,43 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def setup_django(database: Path, input_dir: Path) -> None:
-    os.environ["DATABASE_URL"] = f"sqlite:///{database}"
+def prepare_database(kind: str, *, mysql_url: str, work: Path, suffix: str) -> str:
+    """A DATABASE_URL for a new, empty database: a SQLite file in ``work``, or a MariaDB database.
+
+    The MariaDB database is named after the one in ``mysql_url`` plus ``suffix`` and is
+    dropped first if a previous run left it behind.
+    """
+    if kind == "sqlite":
+        return f"sqlite:///{work / 'load.sqlite3'}"
+    url = mysql_url.rstrip("/") + suffix
+    _mysql_admin(url, "DROP DATABASE IF EXISTS `{name}`")
+    _mysql_admin(url, "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    return url
+
+
+def drop_database(url: str) -> None:
+    if url.startswith("mysql"):
+        _mysql_admin(url, "DROP DATABASE IF EXISTS `{name}`")
+
+
+def _mysql_admin(url: str, statement: str) -> None:
+    import MySQLdb
+
+    parts = urlsplit(url)
+    connection = MySQLdb.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+    )
+    try:
+        connection.cursor().execute(statement.format(name=unquote(parts.path.lstrip("/"))))
+    finally:
+        connection.close()
+
+
+def setup_django(database_url: str, input_dir: Path) -> None:
+    os.environ["DATABASE_URL"] = database_url
     os.environ["KPI_INPUT_DIR"] = str(input_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "network_analysis.settings")
     import django
@@ -75,9 +111,10 @@ def build_year(*, days: int) -> tuple[int, float]:
         (CellUniqueUsers, "cell_id", "number_of_unique_users"),
     ):
         table = model._meta.db_table
+        quote, adapt = connection.ops.quote_name, connection.ops.adapt_datetimefield_value
         sql = (
-            f"INSERT INTO {table} (interval_start_timestamp, interval_end_timestamp, interval, "
-            f"{key}, {value}) VALUES (%s, %s, %s, %s, %s)"
+            f"INSERT INTO {quote(table)} (interval_start_timestamp, interval_end_timestamp, "
+            f"{quote('interval')}, {key}, {value}) VALUES (%s, %s, %s, %s, %s)"
         )
         batch: list[tuple[object, ...]] = []
         for step, interval, count in (
@@ -89,8 +126,8 @@ def build_year(*, days: int) -> tuple[int, float]:
                 for rank in range(TOP_N):
                     batch.append(
                         (
-                            start,
-                            start + step,
+                            adapt(start),
+                            adapt(start + step),
                             interval,
                             1 + (index + rank) % 500,
                             10**9 * (TOP_N - rank) + index,
@@ -170,19 +207,43 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=365, help="Days of rows in the database.")
     parser.add_argument("--update-hours", type=int, default=6, help="Hours of new files.")
     parser.add_argument("--rows", type=int, default=20_000, help="Rows per new file.")
+    parser.add_argument(
+        "--database", choices=("sqlite", "mysql"), default="sqlite", help="Database (sqlite)."
+    )
+    parser.add_argument(
+        "--mysql-url",
+        default="mysql://root@127.0.0.1:3306/network_analysis",
+        help="MariaDB/MySQL server and base name; the run uses <name>_load and drops it.",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk (make load does it on Debian as root)")
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="kpi-load-"))
-    database, input_dir = work / "load.sqlite3", work / "input"
-    setup_django(database, input_dir)
+    input_dir = work / "input"
+    database_url = prepare_database(
+        args.database, mysql_url=args.mysql_url, work=work, suffix="_load"
+    )
+    setup_django(database_url, input_dir)
+    try:
+        return measure(args, work=work, input_dir=input_dir)
+    finally:
+        drop_database(database_url)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, *, work: Path, input_dir: Path) -> int:
+    """Build the rows, serve them, load them while the update runs; 0 when all went well."""
     rows, seconds = build_year(days=args.days)
     print(f"database: {rows} KPI rows ({args.days} days, 5-minute and hourly) in {seconds:.0f} s")
     plan = query_plan()
     print(f"one-day query plan: {plan}")
-    uses_index = "INDEX" in plan.upper() and "SCAN " not in plan.upper().replace("SCAN USING", "")
+    uses_index = (
+        "INDEX" in plan.upper() and "SCAN " not in plan.upper().replace("SCAN USING", "")
+        if args.database == "sqlite"
+        else " range " in f" {plan.lower()} "
+    )
     files = write_input(input_dir, hours=args.update_hours, rows=args.rows)
     token = api_token()
     script = work / "kpis.lua"
@@ -278,11 +339,11 @@ def main() -> int:
         f"{update_seconds:.1f} s: {update.stdout.strip()}"
     )
     print(
-        f"RESULT requests={figures['requests']} errors={errors} rps={figures['rps']} "
+        f"RESULT database={args.database} requests={figures['requests']} errors={errors} "
+        f"rps={figures['rps']} "
         f"p50={figures['p50']} p99={figures['p99']} index_used={'yes' if uses_index else 'no'} "
         f"update_exit={update.returncode}"
     )
-    shutil.rmtree(work, ignore_errors=True)
     return 0 if errors == 0 and update.returncode == 0 and uses_index else 1
 
 

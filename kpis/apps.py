@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.core.management import call_command
+from django.db.models.signals import post_migrate
+
+
+def _create_cache_table(*, using: str, verbosity: int = 1, **kwargs: Any) -> None:
+    # The throttle counters' table is not a model: every ``migrate`` (demo, deployments,
+    # test databases) creates it when the database cache is configured and it is missing.
+    call_command("createcachetable", database=using, verbosity=max(0, verbosity - 1))
 
 
 class KpisConfig(AppConfig):
     name = "kpis"
     verbose_name = "Network KPIs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        post_migrate.connect(_create_cache_table, sender=self)

@@ -5,13 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rest_framework.renderers import BaseRenderer
+import orjson
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.settings import api_settings
+
+from kpis.listing import PlainRows
+
+# Written by the csv module exactly as given (a bool is not an int here: type() is exact).
+_AS_IS = frozenset({int, str})
 
 
 def _cell(value: Any) -> Any:
+    if type(value) in _AS_IS:  # most cells; checked first because the ABC check below is slow
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -40,9 +50,25 @@ class CsvRenderer(BaseRenderer):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(column)) for column in columns])
+        writer.writerows(self._lines(rows, columns))
         return buffer.getvalue().encode(self.charset)
+
+    @staticmethod
+    def _lines(rows: list[Mapping[str, Any]], columns: list[str]) -> Iterable[Sequence[Any]]:
+        """The cells of each row in column order, column by column where possible."""
+        if not rows or not columns:
+            return ([_cell(row.get(column)) for column in columns] for row in rows)
+        try:
+            values = list(map(operator.itemgetter(*columns), rows))
+        except (KeyError, TypeError):  # a row without a column: row.get gives None
+            return ([_cell(row.get(column)) for column in columns] for row in rows)
+        if len(columns) == 1:
+            values = [(value,) for value in values]
+        cells: list[Iterable[Any]] = []
+        for column in zip(*values, strict=True):
+            plain = set(map(type, column)) <= _AS_IS
+            cells.append(column if plain else map(_cell, column))
+        return zip(*cells, strict=True)
 
     @staticmethod
     def _columns(rows: list[Mapping[str, Any]], renderer_context: Mapping[str, Any]) -> list[str]:
@@ -53,3 +79,28 @@ class CsvRenderer(BaseRenderer):
         if view is not None and hasattr(view, "get_serializer"):
             return list(view.get_serializer().fields)
         return []
+
+
+class JsonRenderer(JSONRenderer):
+    """DRF's JSON renderer; plain rows (ints and ASCII text only) go through orjson.
+
+    For such values orjson writes exactly the bytes of DRF's compact output, about
+    ten times faster; anything else, or an indented response, takes DRF's path.
+    """
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if (
+            type(data) is PlainRows
+            and api_settings.COMPACT_JSON
+            and self.get_indent(accepted_media_type or "", renderer_context or {}) is None
+        ):
+            try:
+                return orjson.dumps(data)
+            except orjson.JSONEncodeError:  # an int beyond 64 bits
+                pass
+        return super().render(data, accepted_media_type, renderer_context)

@@ -23,6 +23,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from kpis.filters import IntervalFilter
+from kpis.listing import ValuesListMixin
 from kpis.models import IntervalLedger, IntervalType, KpiRow, ServiceTrafficVolume
 from kpis.negotiation import FormatParameterNegotiation
 from kpis.pagination import OptionalLimitOffsetPagination
@@ -91,7 +92,7 @@ class KpiListView(ThrottleBeforeAuthMixin, _CsvExportMixin, APIView):
         return Response(data)
 
 
-class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.ListAPIView):
+class KpiRowsView(ThrottleBeforeAuthMixin, _CsvExportMixin, ValuesListMixin, generics.ListAPIView):
     """The rows of one KPI, ordered by time, interval type, then rank."""
 
     filterset_class = IntervalFilter

@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -180,3 +180,35 @@ def sqlite_database(path: Path) -> dict[str, Any]:
         # Tests that start the command as a subprocess need a real file.
         "TEST": {"NAME": str(path.with_name(path.stem + "_test.sqlite3"))},
     }
+
+
+def cache_from_url(url: str) -> dict[str, Any]:
+    """Turn ``CACHE_URL`` into a Django ``CACHES['default']`` entry.
+
+    Empty: the database cache (table ``kpi_cache``, created by ``migrate``), shared
+    by every process that uses the database. ``redis://``, ``rediss://`` or
+    ``unix://``: Django's Redis cache, keys prefixed with ``?prefix=`` (default
+    ``kpi``). ``locmem://``: per process, for one-process setups only.
+    """
+    if url == "":
+        return {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "kpi_cache",
+        }
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("redis", "rediss", "unix"):
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = [value for name, value in query if name == "prefix"]
+        rest = urlencode([(name, value) for name, value in query if name != "prefix"])
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": urlunsplit(parts._replace(query=rest)),
+            "KEY_PREFIX": prefix[-1] if prefix else "kpi",
+        }
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    raise ImproperlyConfigured(
+        f"CACHE_URL scheme {scheme!r} is not supported: use redis://, rediss://, unix:// "
+        "or locmem://, or leave it empty for the database cache."
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from network_analysis.env import (
     cpus_available,
+    cache_from_url,
     database_from_url,
     env_secret,
     envaddress,
@@ -46,6 +47,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # API responses only: gzip when accepted, then an ETag of the plain body and 304s.
+    "kpis.middleware.ApiGZipMiddleware",
+    "kpis.middleware.ApiConditionalGetMiddleware",
     # Serves collected static files (admin, browsable API) without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -83,6 +87,9 @@ DATABASES = {
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Throttle counters live here, so every gunicorn worker counts against one limit.
+CACHES = {"default": cache_from_url(envstr("CACHE_URL", ""))}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -148,7 +155,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["kpis.permissions.ReadAccess"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        # DRF's JSONRenderer, with a faster path for long plain lists of KPI rows.
+        "kpis.renderers.JsonRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -10,8 +10,13 @@ from kpis.views import dashboard
 urlpatterns = [
     path("", dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Public documents: not throttled, so that fetching them never writes to the shared cache.
+    path("api/schema/", SpectacularAPIView.as_view(throttle_classes=[]), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", throttle_classes=[]),
+        name="swagger-ui",
+    ),
     path("api/", include("kpis.urls")),
     path("api-auth/", include("rest_framework.urls")),
     # Prometheus scrapes /metrics (no trailing slash, as it expects by default).

@@ -12,6 +12,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from network_analysis.env import (
+    cache_from_url,
     cpus_available,
     database_from_url,
     env_secret,
@@ -189,3 +190,20 @@ def test_workers_default_to_the_cpus_this_process_may_use() -> None:
     )
     assert free.stdout.strip() == str(cpus_available())
     assert cpus_available() == len(os.sched_getaffinity(0))
+def test_the_cache_is_the_database_unless_a_url_names_another() -> None:
+    assert cache_from_url("") == {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "kpi_cache",
+    }
+    assert cache_from_url("redis://:secret@10.0.0.5:6380/2?prefix=site-a&socket_timeout=2") == {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://:secret@10.0.0.5:6380/2?socket_timeout=2",
+        "KEY_PREFIX": "site-a",
+    }
+    assert cache_from_url("unix:///run/redis.sock")["KEY_PREFIX"] == "kpi"
+    assert cache_from_url("locmem://")["BACKEND"].endswith("LocMemCache")
+
+
+def test_an_unknown_cache_scheme_stops_start_up() -> None:
+    with pytest.raises(ImproperlyConfigured, match="CACHE_URL scheme 'memcached'"):
+        cache_from_url("memcached://127.0.0.1:11211")

@@ -44,6 +44,7 @@ def manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.Comple
         "PATH": "/usr/bin:/bin",
         "KPI_DATA_DIR": str(tmp_path / "data"),
         "DATABASE_URL": database_url(),
+        "CACHE_URL": "locmem://",  # one short process: its throttle counters need no table
         **env,
     }
     return subprocess.run(

@@ -1,0 +1,133 @@
+"""Milliseconds per one-day API request against the raw SQL of the same query.
+
+Builds a database of 30 days of five-minute and hourly rows of both KPIs (936
+rows per KPI and day), then times, in one process with Django's test client:
+the view's own SQL through a plain cursor, the JSON request and the CSV request
+(authentication, throttling, filters, serialising, rendering, middleware).
+Prints the ``--repeat`` runs each and the ratio to the raw SQL.
+Run: .venv/bin/python bench/api_speed.py [--database mysql --mysql-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import YEAR_START, build_year, drop_database, prepare_database, setup_django
+
+DAY = "2025-01-15T00:00:00Z", "2025-01-16T00:00:00Z"
+
+
+def timed_ms(action: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median wall time and median CPU time of this process running ``action``.
+
+    On a busy machine the CPU time is the steadier figure; with SQLite it includes
+    the database's work, with MariaDB only the client's.
+    """
+    action()  # warm caches, connections, imports
+    wall, cpu = [], []
+    for _ in range(repeat):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        action()
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return statistics.median(wall) * 1000, statistics.median(cpu) * 1000
+
+
+def measure(kpi: int, repeat: int) -> list[tuple[str, tuple[float, float], int]]:
+    """(what, (wall ms, CPU ms), bytes or rows) for the raw SQL, JSON and CSV."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from kpis.filters import IntervalFilter
+    from kpis.views import KpiRowsView
+
+    start, end = DAY
+    query = {"interval_start_timestamp__gte": start, "interval_end_timestamp__lte": end}
+    view = KpiRowsView(kwargs={"kpi_id": str(kpi)})
+    sql, params = IntervalFilter(query, queryset=view.get_queryset()).qs.query.sql_with_params()
+
+    def raw() -> list[tuple[object, ...]]:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    user, _ = get_user_model().objects.get_or_create(username="speed")
+    token = Token.objects.get_or_create(user=user)[0].key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    path = (
+        f"/api/KPIs/{kpi}/?interval_start_timestamp__gte={start}&interval_end_timestamp__lte={end}"
+    )
+
+    def get(suffix: str) -> Callable[[], bytes]:
+        def request() -> bytes:
+            response = client.get(path + suffix)
+            assert response.status_code == 200, response.content[:300]
+            return bytes(response.content)
+
+        return request
+
+    rows = len(raw())
+    return [
+        ("raw SQL", timed_ms(raw, repeat), rows),
+        ("JSON", timed_ms(get(""), repeat), len(get("")())),
+        ("CSV", timed_ms(get("&format=csv"), repeat), len(get("&format=csv")())),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=("sqlite", "mysql"), default="sqlite")
+    parser.add_argument(
+        "--mysql-url",
+        default="mysql://root@127.0.0.1:3306/network_analysis",
+        help="MariaDB/MySQL server and base name; the run uses <name>_speed and drops it.",
+    )
+    parser.add_argument("--days", type=int, default=30, help="Days of rows (30).")
+    parser.add_argument("--repeat", type=int, default=50, help="Timed runs of each (50).")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kpi-speed-") as folder:
+        work = Path(folder)
+        url = prepare_database(args.database, mysql_url=args.mysql_url, work=work, suffix="_speed")
+        os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"  # the test client's host
+        setup_django(url, work / "input")
+        try:
+            from django.conf import settings
+
+            # Measure the request, not the throttle's refusal.
+            settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"] = "100000000/minute"
+            rows, _ = build_year(days=args.days)
+            print(
+                f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d}); "
+                f"one day = {DAY[0]} to {DAY[1]}, {args.repeat} runs each"
+            )
+            for kpi in (1, 2):
+                figures = measure(kpi, args.repeat)
+                sql_wall, sql_cpu = figures[0][1]
+                for what, (wall, cpu), size in figures:
+                    unit = "rows" if what == "raw SQL" else "bytes"
+                    print(
+                        f"  KPI {kpi} {what:8} wall {wall:7.2f} ms ({wall / sql_wall:4.1f}x raw)"
+                        f"  CPU {cpu:7.2f} ms ({cpu / sql_cpu:4.1f}x)  {size} {unit}"
+                    )
+        finally:
+            from django.db import connection
+
+            connection.close()
+            drop_database(url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Rows from value tuples: exactly what the serializers give from model instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Model
+from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+
+from kpis.listing import (
+    Memo,
+    PlainRows,
+    RepresentationPlan,
+    cached_plan,
+    column_converter,
+    represent_queryset,
+    represent_rows,
+    represent_values,
+    representation_plan,
+)
+from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
+from kpis.renderers import CsvRenderer, JsonRenderer
+from kpis.serializers import (
+    CellUniqueUsersSerializer,
+    IntervalLedgerSerializer,
+    ServiceTrafficVolumeSerializer,
+)
+
+pytestmark = pytest.mark.django_db
+
+moments = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+)
+
+
+def make_rows(starts: list[datetime], values: list[int]) -> None:
+    for index, (start, value) in enumerate(zip(starts, values, strict=False)):
+        interval = IntervalType.FIVE_MINUTES if index % 3 else IntervalType.ONE_HOUR
+        length = timedelta(minutes=5 if interval == IntervalType.FIVE_MINUTES else 60)
+        common = {
+            "interval_start_timestamp": start,
+            "interval_end_timestamp": start + length,
+            "interval": interval,
+        }
+        ServiceTrafficVolume.objects.create(**common, service_id=index, total_bytes=value)
+        CellUniqueUsers.objects.create(
+            **common, cell_id=index * 7, number_of_unique_users=value % 2**32
+        )
+
+
+def ordinary(serializer_class: type[serializers.ModelSerializer[Any]]) -> list[Any]:
+    model: type[Model] = serializer_class.Meta.model
+    queryset = model._default_manager.order_by("interval_start_timestamp", "id")
+    return list(serializer_class(queryset, many=True).data)
+
+
+def fast(serializer_class: type[serializers.ModelSerializer[Any]]) -> list[Any]:
+    plan = representation_plan(serializer_class())
+    assert plan is not None
+    model: type[Model] = serializer_class.Meta.model
+    values = model._default_manager.order_by("interval_start_timestamp", "id")
+    return represent_queryset(values.values_list(*plan.sources), plan)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    starts=st.lists(moments, min_size=0, max_size=12),
+    values=st.lists(st.integers(min_value=0, max_value=2**63 - 1), min_size=12, max_size=12),
+)
+def test_kpi_rows_are_byte_identical_to_the_model_serializers(
+    starts: list[datetime], values: list[int]
+) -> None:
+    ServiceTrafficVolume.objects.all().delete()
+    CellUniqueUsers.objects.all().delete()
+    make_rows(starts, values)
+    for serializer_class in (ServiceTrafficVolumeSerializer, CellUniqueUsersSerializer):
+        expected = ordinary(serializer_class)
+        rows = fast(serializer_class)
+        assert rows == expected
+        assert isinstance(rows, PlainRows) or not rows  # the fast JSON path is taken
+        assert JsonRenderer().render(rows) == JSONRenderer().render(expected)
+        assert CsvRenderer().render(fast(serializer_class)) == CsvRenderer().render(expected)
+
+
+@given(moment=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_the_timestamp_shortcut_gives_drf_s_text(moment: datetime) -> None:
+    field = ServiceTrafficVolumeSerializer().fields["interval_start_timestamp"]
+    orm_step = connection.ops.convert_datetimefield_value  # type: ignore[attr-defined]
+    shortcut = column_converter([orm_step], None, connection, field)
+    assert shortcut.__name__ == "shortcut"  # not the ordinary path under another name
+    assert shortcut(moment) == field.to_representation(orm_step(moment, None, connection))
+
+
+@override_settings(TIME_ZONE="Europe/Berlin")
+def test_another_time_zone_takes_the_ordinary_path() -> None:
+    ServiceTrafficVolume.objects.create(
+        interval_start_timestamp=datetime(2021, 7, 18, tzinfo=UTC),
+        interval_end_timestamp=datetime(2021, 7, 18, 0, 5, tzinfo=UTC),
+        interval=IntervalType.FIVE_MINUTES,
+        service_id=1,
+        total_bytes=2,
+    )
+    [row] = fast(ServiceTrafficVolumeSerializer)
+    assert row["interval_start_timestamp"] == "2021-07-18T02:00:00+02:00"
+    assert [row] == ordinary(ServiceTrafficVolumeSerializer)
+
+
+def test_a_page_of_orm_values_is_represented_alike() -> None:
+    make_rows(
+        [datetime(2021, 7, 18, tzinfo=UTC) + timedelta(minutes=5 * n) for n in range(7)], [5] * 12
+    )
+    plan = cached_plan(ServiceTrafficVolumeSerializer)
+    assert plan is not None
+    queryset = ServiceTrafficVolume.objects.order_by("interval_start_timestamp", "id")
+    page = list(queryset.values_list(*plan.sources)[2:5])
+    assert represent_values(page, plan) == ordinary(ServiceTrafficVolumeSerializer)[2:5]
+
+
+def test_integer_columns_pass_through_and_timestamps_do_not() -> None:
+    plan = cached_plan(CellUniqueUsersSerializer)
+    assert isinstance(plan, RepresentationPlan)
+    kept = [name for name, field in zip(plan.names, plan.fields, strict=True) if field is None]
+    assert kept == ["id", "interval", "cell_id", "number_of_unique_users"]
+
+
+def test_a_serializer_with_a_computed_field_takes_the_ordinary_path() -> None:
+    # The ledger's ``complete`` is a property of the model, not a column.
+    assert representation_plan(IntervalLedgerSerializer()) is None
+    assert IntervalLedger.objects.count() == 0
+
+
+cells = st.none() | st.integers(min_value=-(2**70), max_value=2**70) | st.text() | st.booleans()
+
+
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 5), cells, cells), max_size=8),
+    texts=st.lists(st.text(), min_size=6, max_size=6),
+)
+def test_json_of_any_rows_is_drf_s_json(rows: list[tuple[int, Any, Any]], texts: list[str]) -> None:
+    """Whatever the values (quotes, control characters, U+2028, huge ints), the bytes are DRF's."""
+    memo = Memo(lambda value: texts[value])
+    data = represent_rows(rows, ["a", "b", "c"], [(0, memo)])
+    expected = [{"a": texts[a], "b": b, "c": c} for a, b, c in rows]
+    assert data == expected
+    assert JsonRenderer().render(data) == JSONRenderer().render(expected)
+    indented = {"indent": 2}
+    assert JsonRenderer().render(data, renderer_context=indented) == JSONRenderer().render(
+        expected, renderer_context=indented
+    )
