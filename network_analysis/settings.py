@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from network_analysis.env import (
-    cpus_available,
     cache_from_url,
+    cpus_available,
     database_from_url,
     env_secret,
     envaddress,

@@ -190,6 +190,8 @@ def test_workers_default_to_the_cpus_this_process_may_use() -> None:
     )
     assert free.stdout.strip() == str(cpus_available())
     assert cpus_available() == len(os.sched_getaffinity(0))
+
+
 def test_the_cache_is_the_database_unless_a_url_names_another() -> None:
     assert cache_from_url("") == {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",

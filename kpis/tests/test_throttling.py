@@ -123,6 +123,8 @@ def cache_urls() -> list[object]:
 
 @pytest.mark.parametrize("cache_url", cache_urls())
 def test_the_anonymous_rate_holds_across_two_server_processes(cache_url: str) -> None:
+    if cache_url == "":
+        cache.clear()  # counters other tests' servers left in the shared table
     try:
         with servers(2, cache_url) as ports:
             seen = statuses(ports, 8)
