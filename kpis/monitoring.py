@@ -1,4 +1,7 @@
-"""Endpoints for monitors: ``/api/health/`` (anonymous) and ``/metrics`` (Prometheus)."""
+"""Endpoints for monitors: ``/api/health/`` (anonymous) and ``/metrics`` (Prometheus).
+
+Health is in the OpenAPI schema; ``/metrics`` is not (its format is Prometheus', not JSON).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ from rest_framework.views import APIView
 
 from kpis.authentication import BearerTokenAuthentication
 from kpis.metrics import metrics_exposition
+from kpis.schema import (
+    HEALTH_OPERATION,
+    HEALTH_RESPONSE_HEADERS,
+    AnonymousSchema,
+    health_responses,
+)
 from kpis.selectors import data_health
 from kpis.throttling import ThrottleBeforeAuthMixin
 
@@ -50,8 +59,21 @@ class HealthView(APIView):
     throttle_classes = [HealthRateThrottle]
     renderer_classes = [JSONRenderer]
 
-    # For monitors, not API clients: kept out of the OpenAPI schema.
-    @extend_schema(exclude=True)
+    schema = AnonymousSchema()
+
+    @extend_schema(
+        operation_id=HEALTH_OPERATION,
+        summary="How fresh the data is",
+        description=(
+            "No credentials needed (any Authorization header is ignored). 200 while the newest "
+            "processed five-minute interval ended at most KPI_HEALTH_MAX_LAG_SECONDS ago; 503 "
+            "when it is older (stale), when nothing was processed yet (empty) or when the "
+            "database cannot be reached."
+        ),
+        tags=["health"],
+        parameters=HEALTH_RESPONSE_HEADERS,
+        responses=health_responses(),
+    )
     def get(self, request: Request) -> Response:
         health = data_health(
             now=timezone.now(), max_lag_seconds=settings.KPI_HEALTH_MAX_LAG_SECONDS

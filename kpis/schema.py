@@ -7,19 +7,24 @@ fuzzer all see the API as it behaves.
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import timedelta
+from hashlib import md5
 from typing import Any
 
+from django.utils.http import quote_etag
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 from kpis.filters import EARLIEST_DATE, LATEST_DATE
+from kpis.middleware import API_PATH_PREFIXES
 from kpis.registry import KPIS, KpiDefinition
 from kpis.renderers import CsvRenderer
-from kpis.serializers import DetailErrorSerializer
+from kpis.serializers import DetailErrorSerializer, HealthSerializer
 
 FILTER_NAMES = ["interval_start_timestamp__gte", "interval_end_timestamp__lte", "interval"]
 PAGING_NAMES = ["limit", "offset"]
@@ -109,6 +114,38 @@ RESPONSE_HEADERS = [
         description="Seconds to wait before the next request.",
     ),
 ]
+
+# Health answers JSON only and needs no credentials: no 400, 401 or CSV.
+HEALTH_RESPONSE_HEADERS = [
+    header for header in RESPONSE_HEADERS if header.name in {"Allow", "Retry-After"}
+]
+
+
+def health_responses() -> dict[tuple[int, str], OpenApiResponse]:
+    """The answers of ``/api/health/``: the same body for 200 and 503, JSON errors otherwise."""
+    return {
+        (200, JSON): OpenApiResponse(HealthSerializer, description='"ok": the data is fresh.'),
+        (503, JSON): OpenApiResponse(
+            HealthSerializer,
+            description='"stale", "empty" or "database unavailable": a monitor should alert.',
+        ),
+        (405, JSON): _detail("Any method other than GET, HEAD or OPTIONS."),
+        (406, JSON): _detail("An Accept header that does not allow JSON."),
+        (429, JSON): _detail(
+            "More than KPI_API_THROTTLE_HEALTH requests from one address; see Retry-After."
+        ),
+    }
+
+
+class AnonymousSchema(AutoSchema):
+    """An operation open to anyone: an empty ``security`` list says no credentials are needed."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None:
+            operation["security"] = []
+        return operation
+
 
 _TIME_RANGE = (
     f"Dates from {EARLIEST_DATE} to {LATEST_DATE}, so that every UTC offset stays within the "
@@ -234,6 +271,77 @@ _ERRORS: dict[str, Any] = {
 }
 
 
+HEALTH_OPERATION = "health_check"
+_HEALTH_EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
+    "200": {
+        "ok": {
+            "summary": "Fresh data",
+            "value": {
+                "status": "ok",
+                "latest_interval_end": "2021-07-18T00:05:00Z",
+                "lag_seconds": 312,
+            },
+        }
+    },
+    "503": {
+        "stale": {
+            "summary": "The newest interval ended too long ago",
+            "value": {
+                "status": "stale",
+                "latest_interval_end": "2021-07-18T00:05:00Z",
+                "lag_seconds": 5400,
+            },
+        },
+        "empty": {
+            "summary": "Nothing processed yet",
+            "value": {"status": "empty", "latest_interval_end": None, "lag_seconds": None},
+        },
+        "database_unavailable": {
+            "summary": "The database cannot be reached",
+            "value": {
+                "status": "database unavailable",
+                "latest_interval_end": None,
+                "lag_seconds": None,
+            },
+        },
+    },
+}
+# The tag of the KPI list: Django's ETag is the quoted MD5 of the body.
+_ETAG_EXAMPLE = quote_etag(md5(JSONRenderer().render(_KPI_LIST), usedforsecurity=False).hexdigest())
+_ETAG = {
+    "schema": {"type": "string"},
+    "required": True,
+    "description": (
+        "The body's tag, to send back in If-None-Match; weak (W/) when the body is gzipped."
+    ),
+    "example": _ETAG_EXAMPLE,
+}
+_IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "schema": {"type": "string"},
+    "description": (
+        "The ETag of an earlier answer (or several, comma-separated): a 304 without a body "
+        "if the answer would be the same."
+    ),
+    "example": _ETAG_EXAMPLE,
+}
+_NOT_MODIFIED = {
+    "description": "Not modified: If-None-Match holds the tag of this answer. No body.",
+    "headers": {"ETag": _ETAG},
+}
+
+
+def _add_conditional_get(operation: dict[str, Any]) -> None:
+    """Every GET of the API carries an ETag and answers a matching If-None-Match with 304."""
+    # Copies, so that a YAML rendering holds no anchors and aliases.
+    operation.setdefault("parameters", []).append(copy.deepcopy(_IF_NONE_MATCH))
+    responses = operation["responses"]
+    responses["200"].setdefault("headers", {})["ETag"] = copy.deepcopy(_ETAG)
+    responses["304"] = copy.deepcopy(_NOT_MODIFIED)
+    operation["responses"] = dict(sorted(responses.items()))
+
+
 def _page(rows: list[dict[str, Any]], url: str) -> dict[str, Any]:
     limit = len(rows)
     return {
@@ -306,11 +414,11 @@ def _links(operation_id: str) -> dict[str, Any]:
 
 
 def finish_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
-    """Postprocessing hook: empty query values, parameter and response examples, page types."""
+    """Postprocessing hook: empty query values, examples, page types, ETag and 304."""
     _split_paged_lists(result.get("components", {}).get("schemas", {}))
     examples = _examples_by_operation()
-    for operations in result["paths"].values():
-        for operation in operations.values():
+    for path, operations in result["paths"].items():
+        for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query":
                     # An empty value is ignored, as if the parameter were not given.
@@ -323,14 +431,21 @@ def finish_schema(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict
                         parameter["example"] = example
                     elif parameter["name"] in PAGING_NAMES:
                         parameter["example"] = 2 if parameter["name"] == "limit" else 0
-            rows, url = examples[operation["operationId"]]
             responses = operation["responses"]
-            if links := _links(operation["operationId"]):
-                responses["200"]["links"] = links
-            responses["200"]["content"][JSON]["examples"] = _ok_examples(rows, url)
-            responses["200"]["content"][CSV]["example"] = CsvRenderer().render(rows).decode()
-            errors = {**_ERRORS, "400": _QUERY_ERROR if url else _FORMAT_ERROR}
+            errors = dict(_ERRORS)
+            if operation["operationId"] in examples:
+                rows, url = examples[operation["operationId"]]
+                if links := _links(operation["operationId"]):
+                    responses["200"]["links"] = links
+                responses["200"]["content"][JSON]["examples"] = _ok_examples(rows, url)
+                responses["200"]["content"][CSV]["example"] = CsvRenderer().render(rows).decode()
+                errors["400"] = _QUERY_ERROR if url else _FORMAT_ERROR
+            elif operation["operationId"] == HEALTH_OPERATION:
+                for status, named in _HEALTH_EXAMPLES.items():
+                    responses[status]["content"][JSON]["examples"] = named
             for status, body in errors.items():
                 if status in responses:
                     responses[status]["content"][JSON]["example"] = body
+            if method == "get" and path.startswith(API_PATH_PREFIXES):
+                _add_conditional_get(operation)
     return result

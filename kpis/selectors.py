@@ -70,6 +70,10 @@ def run_history() -> RunHistory:
     )
 
 
+# Every status /api/health/ can report; only "ok" is a 200.
+HEALTH_STATUSES = ("ok", "stale", "empty", "database unavailable")
+
+
 @dataclass(frozen=True)
 class Health:
     """Is the newest data recent enough? ``status`` is "ok", "stale", "empty" or

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from kpis.models import CellUniqueUsers, IntervalLedger, KpiRow, ServiceTrafficVolume
+from kpis.selectors import HEALTH_STATUSES
 
 _ROW_FIELDS = ["id", "interval_start_timestamp", "interval_end_timestamp", "interval"]
 
@@ -81,3 +82,19 @@ class DetailErrorSerializer(serializers.Serializer[object]):
     """For the schema: the body of a 401, 404, 405 or 429."""
 
     detail = serializers.CharField(help_text="What went wrong, for a person to read.")
+
+
+class HealthSerializer(serializers.Serializer[object]):
+    """For the schema: the body of ``/api/health/``, a 200 when ``ok`` and a 503 otherwise."""
+
+    status = serializers.ChoiceField(
+        choices=HEALTH_STATUSES,
+        help_text='"ok" is a 200; "stale", "empty" and "database unavailable" are a 503.',
+    )
+    latest_interval_end = serializers.DateTimeField(
+        allow_null=True,
+        help_text="The end of the newest processed five-minute interval; null when there is none.",
+    )
+    lag_seconds = serializers.IntegerField(
+        allow_null=True, help_text="Seconds from that end to now; null when there is none."
+    )

@@ -176,6 +176,23 @@ def test_the_generated_client_parses_every_error(
         assert _parsed_equals_raw(response).detail == "Invalid token."
 
 
+def test_the_generated_client_reads_health_anonymously_and_revalidates_by_etag(
+    client_package: ModuleType, live_api: LiveApi
+) -> None:
+    anonymous = client_package.Client(base_url=live_api.url)
+    models = _load("models")
+    health_check = _load("api.health.health_check")
+
+    response = health_check.sync_detailed(client=anonymous)
+    health = _parsed_equals_raw(response)
+    assert response.status_code == 200 and isinstance(health, models.Health)
+    assert health.status is models.HealthStatusEnum.OK
+    assert isinstance(health.latest_interval_end, datetime) and health.lag_seconds > 0
+
+    again = health_check.sync_detailed(client=anonymous, if_none_match=response.headers["ETag"])
+    assert again.status_code == 304 and again.parsed is None and again.content == b""
+
+
 def test_times_compare_as_instants() -> None:
     assert _values("2021-07-18T00:00:00Z") == _values("2021-07-18T02:00:00+02:00")
     assert _values("2021-07-18T00:00:00Z") == datetime(2021, 7, 18, tzinfo=UTC)

@@ -48,6 +48,8 @@ REQUESTS = [
     ("get", "/api/intervals/?format=csv", "/api/intervals/"),
     ("get", "/api/intervals/?interval_end_timestamp__lte=soon", "/api/intervals/"),
     ("put", "/api/intervals/", "/api/intervals/"),
+    ("get", "/api/health/", "/api/health/"),
+    ("post", "/api/health/", "/api/health/"),
 ]
 
 
@@ -84,6 +86,11 @@ def _assert_conforms(spec: dict[str, Any], path: str, method: str, response: Any
     operation = operation or spec["paths"][path]["get"]
     documented = operation["responses"].get(str(response.status_code))
     assert documented is not None, f"{method} {path}: status {response.status_code} undocumented"
+    for name, header in documented.get("headers", {}).items():
+        assert response.has_header(name) or not header.get("required"), f"{path}: no {name}"
+    if "content" not in documented:
+        assert response.content == b"", f"{path}: a body where none is documented"
+        return
     media_type = response["Content-Type"].split(";")[0]
     assert media_type in documented["content"], f"{path}: {media_type} undocumented"
     body = response.content.decode() if media_type == "text/csv" else json.loads(response.content)
@@ -99,7 +106,13 @@ def _validate(spec: dict[str, Any], schema: dict[str, Any], value: Any) -> None:
 def test_the_schema_is_a_valid_openapi_3_document(spec: dict[str, Any]) -> None:
     validate_spec(spec)
     assert spec["openapi"].startswith("3.")
-    assert set(spec["paths"]) == {"/api/KPIs/", "/api/KPIs/1/", "/api/KPIs/2/", "/api/intervals/"}
+    assert set(spec["paths"]) == {
+        "/api/KPIs/",
+        "/api/KPIs/1/",
+        "/api/KPIs/2/",
+        "/api/intervals/",
+        "/api/health/",
+    }
 
 
 def test_the_schema_names_every_filter_and_error(spec: dict[str, Any]) -> None:
@@ -112,14 +125,87 @@ def test_the_schema_names_every_filter_and_error(spec: dict[str, Any]) -> None:
             "interval",
             "limit",
             "offset",
+            "If-None-Match",
         }
         # Empty values are ignored by the API, and the schema says so.
-        assert all(parameter["allowEmptyValue"] for parameter in parameters.values())
-        assert set(operation["responses"]) == {"200", "400", "401", "405", "406", "429"}
+        query = [parameter for parameter in parameters.values() if parameter["in"] == "query"]
+        assert len(query) == 5 and all(parameter["allowEmptyValue"] for parameter in query)
+        assert set(operation["responses"]) == {"200", "304", "400", "401", "405", "406", "429"}
         assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
-        assert set(operation["responses"]["200"]["headers"]) == {"X-Total-Count", "Link"}
+        assert set(operation["responses"]["200"]["headers"]) == {"X-Total-Count", "Link", "ETag"}
     kpis = spec["paths"]["/api/KPIs/"]["get"]
-    assert set(kpis["responses"]) == {"200", "400", "401", "405", "406", "429"}
+    assert set(kpis["responses"]) == {"200", "304", "400", "401", "405", "406", "429"}
+
+
+def test_every_get_documents_its_etag_and_the_304_without_a_body(spec: dict[str, Any]) -> None:
+    for path, operations in spec["paths"].items():
+        operation = operations["get"]
+        (if_none_match,) = [p for p in operation["parameters"] if p["in"] == "header"]
+        assert if_none_match["name"] == "If-None-Match"
+        assert "allowEmptyValue" not in if_none_match
+        ok, not_modified = operation["responses"]["200"], operation["responses"]["304"]
+        assert ok["headers"]["ETag"]["required"] is True, path
+        assert "content" not in not_modified, path
+        assert set(not_modified["headers"]) == {"ETag"}, path
+
+
+def test_a_matching_if_none_match_gives_the_documented_304(
+    generated_data: GeneratedData, token_client: APIClient, spec: dict[str, Any], settings: Any
+) -> None:
+    # Health is 200 over these rows of the past only with a lag limit of centuries.
+    settings.KPI_HEALTH_MAX_LAG_SECONDS = 10**10
+    for path in spec["paths"]:
+        for accept in ("application/json", "text/csv"):
+            first = token_client.get(path, HTTP_ACCEPT=accept)
+            if (path, accept) == ("/api/health/", "text/csv"):
+                assert first.status_code == 406
+                continue
+            assert first.status_code == 200, (path, accept)
+            _assert_conforms(spec, path, "get", first)
+            again = token_client.get(path, HTTP_ACCEPT=accept, HTTP_IF_NONE_MATCH=first["ETag"])
+            assert again.status_code == 304, (path, accept)
+            _assert_conforms(spec, path, "get", again)
+            other = token_client.get(path, HTTP_ACCEPT=accept, HTTP_IF_NONE_MATCH='"other"')
+            assert other.status_code == 200 and other.content == first.content
+
+
+def test_the_if_none_match_example_is_the_real_tag_of_the_kpi_list(
+    token_client: APIClient, spec: dict[str, Any]
+) -> None:
+    operation = spec["paths"]["/api/KPIs/"]["get"]
+    (header,) = [p for p in operation["parameters"] if p["in"] == "header"]
+    response = token_client.get("/api/KPIs/", HTTP_IF_NONE_MATCH=header["example"])
+    assert response.status_code == 304
+    assert response["ETag"] == operation["responses"]["304"]["headers"]["ETag"]["example"]
+
+
+def test_health_is_documented_as_anonymous_with_200_and_503(spec: dict[str, Any]) -> None:
+    operation = spec["paths"]["/api/health/"]["get"]
+    assert operation["operationId"] == "health_check"
+    assert operation["security"] == []
+    responses = operation["responses"]
+    assert set(responses) == {"200", "304", "405", "406", "429", "503"}
+    for status in ("200", "503"):
+        assert responses[status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Health"
+        }
+    health = spec["components"]["schemas"]["Health"]
+    assert set(health["required"]) == {"status", "latest_interval_end", "lag_seconds"}
+    assert spec["components"]["schemas"]["HealthStatusEnum"]["enum"] == [
+        "ok",
+        "stale",
+        "empty",
+        "database unavailable",
+    ]
+    examples = {
+        status: {
+            example["value"]["status"]
+            for example in responses[status]["content"]["application/json"]["examples"].values()
+        }
+        for status in ("200", "503")
+    }
+    assert examples == {"200": {"ok"}, "503": {"stale", "empty", "database unavailable"}}
+    assert set(responses["429"]["headers"]) == {"Retry-After"}
 
 
 def test_each_kpi_path_has_its_own_row_type(spec: dict[str, Any]) -> None:
@@ -139,11 +225,14 @@ def test_every_example_conforms_to_its_schema(spec: dict[str, Any]) -> None:
     checked = 0
     for operations in spec["paths"].values():
         operation = operations["get"]
-        for parameter in operation.get("parameters", []):
+        for parameter in operation["parameters"]:
             _validate(spec, parameter["schema"], parameter["example"])
             checked += 1
         for response in operation["responses"].values():
-            for media in response["content"].values():
+            for header in response.get("headers", {}).values():
+                if "example" in header:
+                    _validate(spec, header["schema"], header["example"])
+            for media in response.get("content", {}).values():
                 examples = [example["value"] for example in media.get("examples", {}).values()]
                 for example in examples or [media["example"]]:
                     _validate(spec, media["schema"], example)
@@ -165,7 +254,7 @@ def test_real_responses_conform_to_the_schema(
     _assert_conforms(spec, "/api/KPIs/1/", "get", anonymous)
     xml = token_client.get("/api/intervals/", HTTP_ACCEPT="application/xml")
     _assert_conforms(spec, "/api/intervals/", "get", xml)
-    assert statuses | {anonymous.status_code, xml.status_code} == {200, 400, 401, 405, 406}
+    assert statuses | {anonymous.status_code, xml.status_code} == {200, 400, 401, 405, 406, 503}
 
 
 def test_a_row_of_the_wrong_shape_would_not_conform(
