@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 from django.conf import settings
@@ -130,6 +130,8 @@ def represent_rows(
     columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
     if not columns:
         return []
+    if len(columns) != len(names):  # zip() below would silently drop or miss columns
+        raise ValueError(f"{len(names)} names for rows of {len(columns)} values")
     plain = True
     converted = {index for index, _ in converters}
     for index, column in enumerate(columns):
@@ -146,8 +148,10 @@ def represent_rows(
         memo.seen.update({value: memo.function(value) for value in fresh})
         columns[index] = map(memo.seen.__getitem__, column)
     if plain:
-        plain = all(_plain_text(value) for _, memo in converters for value in memo.seen.values())
-    rows_out = (dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True))
+        memos = {id(memo): memo for _, memo in converters}.values()  # shared ones once
+        plain = all(_plain_text(value) for memo in memos for value in memo.seen.values())
+    # map() rather than a generator: the dicts are built without a Python frame per row.
+    rows_out = map(dict, map(zip, repeat(names), zip(*columns, strict=True)))
     return PlainRows(rows_out) if plain else list(rows_out)
 
 
