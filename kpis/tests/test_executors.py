@@ -27,14 +27,14 @@ from kpis.models import FileState, InputFileRecord, InputFileStatus, RunLock
 from kpis.pipeline import aggregate_file, scan_input_dir
 from kpis.pipeline.executors import ExecutorConfig, FileExecutor, executor_for
 from kpis.registry import KPIS
-from kpis.sampledata import Population, file_name, write_sample_files
+from kpis.sampledata import file_name, write_sample_files
 from kpis.services.update import UpdateConfig, _outcomes_in_order
-from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
+from kpis.tests.conftest import InputFolder, RunResult, utc
 from kpis.tests.faults import assert_part_of, database_clear, database_snapshot
 
-START = utc("2026-01-05T00:00")
-NOW = "2026-01-05T02:10Z"  # both hours due; the second has six intervals only
-POPULATION = Population(subscribers=400, cells=30, services=25, seed=11)
+# The same scenario and subprocess helpers as the crash tests.
+from kpis.tests.test_reliability import NOW, POPULATION, START, finish, update_process
+
 HASH_KEY = "0123456789abcdef"
 LATER_NS = 1_767_580_000_000_000_000
 
@@ -286,25 +286,6 @@ def test_workers_must_be_a_positive_number(input_folder: InputFolder) -> None:
 
 
 # --- faults --------------------------------------------------------------------
-
-
-def update_process(folder: InputFolder, *extra: str, env: dict[str, str] | None = None):
-    key_env = {"KPI_SUBSCRIBER_KEY": settings.KPI_SUBSCRIBER_KEY, "KPI_LOG_LEVEL": "INFO"}
-    return command_process(
-        "update_network_stats",
-        "--now",
-        NOW,
-        "--input-dir",
-        str(folder.path),
-        "--no-progress",
-        *extra,
-        env={**key_env, **(env or {})},
-    )
-
-
-def finish(process: subprocess.Popen[str]) -> RunResult:
-    stdout, stderr = process.communicate(timeout=300)
-    return RunResult(process.returncode, stdout, stderr)
 
 
 def kill_workers_while_reading(
