@@ -6,21 +6,23 @@ of the request. Here the database's raw rows are read column by column: integer
 columns pass through as they are, and every other column's value goes through the
 ORM's converters and the field's ``to_representation`` once per distinct value (a
 day of rows has a few hundred distinct timestamps). The serializer still names the
-fields, their order and their output.
+fields, their order and their output. The result stays column by column
+(:class:`RowColumns`), so that the CSV renderer never needs a dict per row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, repeat
-from typing import Any
+from itertools import repeat
+from typing import Any, overload
 
 from django.conf import settings
-from django.db import models
-from django.db.models import QuerySet
-from django.db.models.sql.constants import MULTI
+from django.db import connections, models
+from django.db.models import Func, QuerySet
+from django.db.models.sql.constants import CURSOR
 from django.utils import timezone
 from rest_framework import ISO_8601, serializers
 from rest_framework.request import Request
@@ -96,9 +98,54 @@ def representation_plan(serializer: serializers.ModelSerializer[Any]) -> Represe
     return plan
 
 
-class PlainRows(list[dict[str, Any]]):
-    """Rows whose values are all ints, None, or printable ASCII text without quotes or
-    backslashes: values any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``)."""
+class RowColumns(Sequence[dict[str, Any]]):
+    """A list of rows held column by column, each column a sequence of represented values.
+
+    It reads as the list of row dicts the serializer would give; renderers that know
+    it (their ``renders_row_columns`` is true) write it from the columns. ``plain``
+    says that every value is an int, None, or printable ASCII text without quotes or
+    backslashes: values any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``).
+    """
+
+    __slots__ = ("columns", "names", "plain")
+
+    def __init__(self, names: list[str], columns: list[Sequence[Any]], *, plain: bool) -> None:
+        if columns and len(columns) != len(names):
+            raise ValueError(f"{len(names)} names for {len(columns)} columns")
+        self.names, self.columns, self.plain = names, columns, plain
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        position = operator.index(index)  # TypeError for a key, as a list gives
+        if not -len(self) <= position < len(self):
+            raise IndexError("row index out of range")
+        return dict(zip(self.names, [column[position] for column in self.columns], strict=True))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # map() rather than a generator: the dicts are built without a Python frame per row.
+        return map(dict, map(zip, repeat(self.names), self.tuples()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RowColumns | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it stands for
+
+    def tuples(self) -> Iterator[tuple[Any, ...]]:
+        """The rows as value tuples, in column order."""
+        return zip(*self.columns, strict=True)
+
+    def __repr__(self) -> str:
+        return f"RowColumns({self.names!r}, {len(self)} rows, plain={self.plain})"
 
 
 _PLAIN_CELLS = frozenset({int, type(None)})
@@ -118,19 +165,16 @@ def _plain_text(value: Any) -> bool:
 
 def represent_rows(
     rows: Iterable[Sequence[Any]], names: list[str], converters: list[tuple[int, Memo]]
-) -> list[dict[str, Any]]:
-    """A dict per row, each listed column replaced by its converter's result.
+) -> RowColumns:
+    """The rows with each listed column replaced by its converter's result.
 
     Works column by column: each converter runs once per distinct value not yet in
     its memo (memos may be shared by columns of one kind), then a lookup per cell.
-    The result is a ``PlainRows`` when every value is plain.
     """
-    if not converters:
-        return [dict(zip(names, row, strict=True)) for row in rows]
-    columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
     if not columns:
-        return []
-    if len(columns) != len(names):  # zip() below would silently drop or miss columns
+        return RowColumns(names, [], plain=True)
+    if len(columns) != len(names):  # the columns would be misnamed
         raise ValueError(f"{len(names)} names for rows of {len(columns)} values")
     plain = True
     converted = {index for index, _ in converters}
@@ -146,13 +190,11 @@ def represent_rows(
             plain = False
             continue
         memo.seen.update({value: memo.function(value) for value in fresh})
-        columns[index] = map(memo.seen.__getitem__, column)
+        columns[index] = list(map(memo.seen.__getitem__, column))
     if plain:
         memos = {id(memo): memo for _, memo in converters}.values()  # shared ones once
         plain = all(_plain_text(value) for memo in memos for value in memo.seen.values())
-    # map() rather than a generator: the dicts are built without a Python frame per row.
-    rows_out = map(dict, map(zip, repeat(names), zip(*columns, strict=True)))
-    return PlainRows(rows_out) if plain else list(rows_out)
+    return RowColumns(names, columns, plain=plain)
 
 
 def represent_values(
@@ -167,20 +209,44 @@ def represent_values(
             if key not in shared:
                 shared[key] = Memo(_represent(column_field))
             converters.append((index, shared[key]))
-    return represent_rows(values, plan.names, converters)
+    return list(represent_rows(values, plan.names, converters))
 
 
-def represent_queryset(values: QuerySet[Any], plan: RepresentationPlan) -> list[dict[str, Any]]:
+class StoredText(Func):
+    """A column read as the text the database stores it as.
+
+    SQLite stores timestamps as text, and the sqlite3 module parses every cell of a
+    column declared ``datetime`` in Python (Django registers that converter) before the
+    ORM's own converter runs; a cast hides the declared type. The ORM's converter parses
+    text itself, and :func:`represent_queryset` runs it once per distinct value.
+    """
+
+    template = "CAST(%(expressions)s AS text)"
+
+
+def selected_columns(queryset: QuerySet[Any], plan: RepresentationPlan) -> list[str | Func]:
+    """What to select for ``plan``: its columns, on SQLite timestamps as their stored text."""
+    if connections[queryset.db].vendor != "sqlite":
+        return list(plan.sources)
+    model_fields = {each.name: each for each in queryset.model._meta.concrete_fields}
+    return [
+        StoredText(source, output_field=model_fields[source])
+        if model_fields[source].get_internal_type() == "DateTimeField"
+        else source
+        for source in plan.sources
+    ]
+
+
+def represent_queryset(queryset: QuerySet[Any], plan: RepresentationPlan) -> RowColumns:
     """The serializer's output straight from the database's raw rows.
 
     What the ORM would do to each value (the backend's converters, e.g. parsing
     SQLite's timestamp text) and what the serializer field would do after it are
     done once per distinct raw value and column kind, in the same order.
     """
+    values = queryset.values_list(*selected_columns(queryset, plan))
     compiler = values.query.get_compiler(using=values.db)
-    chunks = compiler.execute_sql(MULTI)
-    if chunks is None:
-        return []
+    rows = _fetch_all(compiler)
     expressions = [selected[0] for selected in compiler.select[: compiler.col_count]]
     database_converters = compiler.get_converters(expressions)
     connection = compiler.connection
@@ -200,7 +266,21 @@ def represent_queryset(values: QuerySet[Any], plan: RepresentationPlan) -> list[
         if key not in shared:
             shared[key] = Memo(column_converter(steps, expression, connection, column_field))
         converters.append((index, shared[key]))
-    return represent_rows(chain.from_iterable(chunks), plan.names, converters)
+    return represent_rows(rows, plan.names, converters)
+
+
+def _fetch_all(compiler: Any) -> Sequence[Sequence[Any]]:
+    """Every row of the compiler's query, in one ``fetchall`` (the ORM fetches 100 at a time)."""
+    cursor = compiler.execute_sql(CURSOR)
+    if cursor is None:  # a filter that matches nothing by construction
+        return []
+    try:
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if compiler.has_extra_select:  # columns added for ordering, which the ORM trims off too
+        return [row[: compiler.col_count] for row in rows]
+    return rows
 
 
 def column_converter(
@@ -228,9 +308,11 @@ def _utc_timestamp_shortcut(
 ) -> Convert | None:
     """The same text as ``convert`` for the usual case, about twenty times faster.
 
-    When the database hands back naive UTC datetimes, the ORM only makes them aware
-    in UTC and DRF's ISO 8601 output in UTC is then ``isoformat()`` with ``Z``. Any
-    other setting (another time zone or format, another field) keeps ``convert``.
+    When the database hands back naive UTC datetimes (or, on SQLite, their stored
+    text, which the ORM parses with ``datetime.fromisoformat`` first), the ORM only
+    makes them aware in UTC, and DRF's ISO 8601 output in UTC is then ``isoformat()``
+    with ``Z``. Any other setting (another time zone or format, another field) or
+    value (text with an offset, or that ``fromisoformat`` refuses) keeps ``convert``.
     """
     if type(field) is not serializers.DateTimeField or hasattr(field, "timezone"):
         return None
@@ -245,6 +327,12 @@ def _utc_timestamp_shortcut(
         return None
 
     def shortcut(value: Any) -> Any:
+        if type(value) is str:
+            try:
+                moment = datetime.fromisoformat(value)  # what the ORM's parse_datetime tries first
+            except ValueError:
+                return convert(value)
+            return moment.isoformat() + "Z" if moment.tzinfo is None else convert(value)
         if type(value) is datetime and value.tzinfo is None:
             return value.isoformat() + "Z"
         return convert(value)
@@ -278,9 +366,11 @@ class ValuesListMixin:
         if plan is None:
             return super().list(request, *args, **kwargs)  # type: ignore[misc]
         queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
-        values = queryset.values_list(*plan.sources)
-        page = self.paginate_queryset(values)  # type: ignore[attr-defined]
+        page = self.paginate_queryset(queryset.values_list(*plan.sources))  # type: ignore[attr-defined]
         if page is None:
-            return Response(represent_queryset(values, plan))
+            rows = represent_queryset(queryset, plan)
+            if getattr(request.accepted_renderer, "renders_row_columns", False):
+                return Response(rows)
+            return Response(list(rows))  # e.g. the browsable API, which expects a list
         # A page is at most a few thousand rows: the ORM's own conversion will do.
         return self.get_paginated_response(represent_values(page, plan))  # type: ignore[attr-defined]

@@ -13,10 +13,12 @@ import orjson
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.settings import api_settings
 
-from kpis.listing import PlainRows
+from kpis.listing import RowColumns
 
 # Written by the csv module exactly as given (a bool is not an int here: type() is exact).
 _AS_IS = frozenset({int, str})
+# A text cell with one of these (or an empty one alone on its line) is quoted by the csv module.
+_QUOTED_IF_IN = frozenset(',"\r\n')
 
 
 def _cell(value: Any) -> Any:
@@ -37,6 +39,7 @@ class CsvRenderer(BaseRenderer):
     media_type = "text/csv"
     format = "csv"
     charset = "utf-8"
+    renders_row_columns = True
 
     def render(
         self,
@@ -44,6 +47,8 @@ class CsvRenderer(BaseRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
+        if isinstance(data, RowColumns) and (text := self._unquoted(data)) is not None:
+            return text.encode(self.charset)
         # A page's rows, or a single object (an OPTIONS description) as one row.
         rows = data.get("results", [data]) if isinstance(data, Mapping) else data
         columns = self._columns(rows, renderer_context or {})
@@ -52,6 +57,25 @@ class CsvRenderer(BaseRenderer):
         writer.writerow(columns)
         writer.writerows(self._lines(rows, columns))
         return buffer.getvalue().encode(self.charset)
+
+    @staticmethod
+    def _unquoted(data: RowColumns) -> str | None:
+        """The csv module's text for rows of ints and of text it would not quote, else None.
+
+        Such cells are written as ``str()`` gives them, joined by commas: one string
+        format per line, about four times faster than the csv writer.
+        """
+        for column in data.columns:
+            kinds = set(map(type, column))
+            if kinds == {str}:
+                if any(not text or not _QUOTED_IF_IN.isdisjoint(text) for text in set(column)):
+                    return None
+            elif kinds and kinds != {int}:
+                return None
+        if len(data.names) < 2 or not _QUOTED_IF_IN.isdisjoint("".join(data.names)):
+            return None  # a lone empty cell, or a header the csv module would quote
+        line = ",".join(["%s"] * len(data.names)) + "\r\n"
+        return ",".join(data.names) + "\r\n" + "".join(map(line.__mod__, data.tuples()))
 
     @staticmethod
     def _lines(rows: list[Mapping[str, Any]], columns: list[str]) -> Iterable[Sequence[Any]]:
@@ -88,19 +112,24 @@ class JsonRenderer(JSONRenderer):
     ten times faster; anything else, or an indented response, takes DRF's path.
     """
 
+    renders_row_columns = True
+
     def render(
         self,
         data: Any,
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
+        if not isinstance(data, RowColumns):
+            return super().render(data, accepted_media_type, renderer_context)
+        rows = list(data)
         if (
-            type(data) is PlainRows
+            data.plain
             and api_settings.COMPACT_JSON
             and self.get_indent(accepted_media_type or "", renderer_context or {}) is None
         ):
             try:
-                return orjson.dumps(data)
+                return orjson.dumps(rows)
             except orjson.JSONEncodeError:  # an int beyond 64 bits
                 pass
-        return super().render(data, accepted_media_type, renderer_context)
+        return super().render(rows, accepted_media_type, renderer_context)

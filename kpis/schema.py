@@ -10,10 +10,8 @@ from __future__ import annotations
 import copy
 import re
 from datetime import timedelta
-from hashlib import md5
 from typing import Any
 
-from django.utils.http import quote_etag
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -21,7 +19,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
 from kpis.filters import EARLIEST_DATE, LATEST_DATE
-from kpis.middleware import API_PATH_PREFIXES
+from kpis.middleware import API_PATH_PREFIXES, body_etag
 from kpis.registry import KPIS, KpiDefinition
 from kpis.renderers import CsvRenderer
 from kpis.serializers import DetailErrorSerializer, HealthSerializer
@@ -307,7 +305,7 @@ _HEALTH_EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 # The tag of the KPI list: Django's ETag is the quoted MD5 of the body.
-_ETAG_EXAMPLE = quote_etag(md5(JSONRenderer().render(_KPI_LIST), usedforsecurity=False).hexdigest())
+_ETAG_EXAMPLE = body_etag(JSONRenderer().render(_KPI_LIST))
 _ETAG = {
     "schema": {"type": "string"},
     "required": True,
