@@ -429,20 +429,19 @@ def _dirty_files(listing: FolderListing, config: UpdateConfig) -> set[str]:
     """The names of the due files that are new, or whose content changed since they were read.
 
     One query fetches the fingerprints of every record in the span of the folder
-    and a set difference finds the files not read as they are; only those are
-    looked at one by one, so a run with nothing new costs no work per file here.
+    and a set finds the files not read as they are; only those are looked at one
+    by one, so a run with nothing new costs no query per file here.
     """
     if not listing.stats:
         return set()
     first, last = listing.span()
-    records = InputFileRecord.objects.filter(
-        interval_start_timestamp__gte=first, interval_start_timestamp__lte=last
+    # A record marked missing is left out, so that its file, back in the folder, is noticed.
+    present = InputFileRecord.objects.filter(
+        interval_start_timestamp__gte=first,
+        interval_start_timestamp__lte=last,
+        missing_since__isnull=True,
     ).order_by()
-    unknown = listing.fingerprints.difference(records.values_list("name", "size", "mtime_ns"))
-    came_back = listing.stats.keys() & set(
-        records.filter(missing_since__isnull=False).values_list("name", flat=True)
-    )
-    candidates = {name for name, _, _ in unknown} | came_back
+    candidates = listing.unrecorded(present.values_list("name", "size", "mtime_ns"))
     due = sorted(listing.due(candidates, due_before=config.now - config.grace))
     fingerprint = InputFileRecord.objects.only(
         "name", "size", "mtime_ns", "sha256", "missing_since"
