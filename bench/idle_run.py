@@ -4,7 +4,7 @@ History is simulated, not processed: header-only files named by the contract (on
 per five-minute interval, about 347 days), and for each a ledger record with its
 real size and mtime plus the interval and hourly ledger entries a run would have
 left (states dropped, except in the last KPI_RESTATE_DAYS). Then it times, each in
-its own process and several times: Django's start-up alone, and the idle
+its own process and several times, in rounds: Django's start-up alone, and the idle
 ``update_network_stats`` run. It also times, in this process, the steps of the idle
 run that grow with the folder, checks that the idle run imports neither pandas nor
 pyarrow, and times what importing them costs a run that reads files.
@@ -285,14 +285,22 @@ def main() -> None:
         "--no-progress",
     ]
     env["DJANGO_SETTINGS_MODULE"] = "network_analysis.settings"
-    results: dict[str, tuple[float, float]] = {}
-    for label, command in [*startup_commands.items(), ("idle update_network_stats", update)]:
+    commands = {**startup_commands, "idle update_network_stats": update}
+    for command in commands.values():
         timed(command, env)  # warm the page cache and the database
-        runs = [timed(command, env) for _ in range(args.repeat)]
-        results[label] = (
-            statistics.median(wall for wall, _ in runs),
-            statistics.median(cpu for _, cpu in runs),
+    # Round by round, so that a command and the ones it is compared with see the same
+    # machine: on a shared host the speed of a core drifts by a third from minute to minute.
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    for _ in range(args.repeat):
+        for label, command in commands.items():
+            runs[label].append(timed(command, env))
+    results = {
+        label: (
+            statistics.median(wall for wall, _ in times),
+            statistics.median(cpu for _, cpu in times),
         )
+        for label, times in runs.items()
+    }
     print(f"{'':<42} {'wall':>8} {'cpu':>8}   (medians of {args.repeat} runs)")
     for label, (wall, cpu) in results.items():
         print(f"{label:<42} {wall:6.2f} s {cpu:6.2f} s")
