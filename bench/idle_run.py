@@ -4,9 +4,10 @@ History is simulated, not processed: header-only files named by the contract (on
 per five-minute interval, about 347 days), and for each a ledger record with its
 real size and mtime plus the interval and hourly ledger entries a run would have
 left (states dropped, except in the last KPI_RESTATE_DAYS). Then it times, each in
-its own process and several times: Django's start-up alone, and the idle
+its own process and several times, in rounds: Django's start-up alone, and the idle
 ``update_network_stats`` run. It also times, in this process, the steps of the idle
-run that grow with the folder.
+run that grow with the folder, checks that the idle run imports neither pandas nor
+pyarrow, and times what importing them costs a run that reads files.
 
     python bench/idle_run.py                       # SQLite, under bench/out/idle_run/
     python bench/idle_run.py --database-url mysql://root@127.0.0.1:3306/na_bench_idle
@@ -184,7 +185,7 @@ def in_process_steps(folder: Path, now: datetime) -> dict[str, tuple[float, floa
     listing = folder_list(folder)
     steps["list the folder (one stat per file)"] = clock.lap()
     dirty = _dirty_files(listing, config)
-    steps["one fingerprint query + set difference"] = clock.lap()
+    steps["fingerprint query + a look-up per file"] = clock.lap()
     assert not dirty, f"{len(dirty)} files look new: the simulated history is wrong"
     # What an idle run did before, kept here for comparison only.
     clock.lap()
@@ -200,10 +201,31 @@ def in_process_steps(folder: Path, now: datetime) -> dict[str, tuple[float, floa
     return steps
 
 
+def heavy_imports(command: list[str], env: dict[str, str]) -> list[str]:
+    """Which of pandas, pyarrow and numpy ``command`` imports, from its ``-X importtime`` report."""
+    report = subprocess.run(
+        command,
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ).stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in report.splitlines() if "import time:" in line
+    }
+    return sorted(imported & {"pandas", "pyarrow", "numpy"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--files", type=int, default=100_000, help="Processed files in the folder (100,000)."
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Timed runs of each command, after a warm-up (3)."
+    )
     parser.add_argument(
         "--database-url",
         default=f"sqlite:///{OUT / 'db.sqlite3'}",
@@ -263,14 +285,22 @@ def main() -> None:
         "--no-progress",
     ]
     env["DJANGO_SETTINGS_MODULE"] = "network_analysis.settings"
-    results: dict[str, tuple[float, float]] = {}
-    for label, command in [*startup_commands.items(), ("idle update_network_stats", update)]:
+    commands = {**startup_commands, "idle update_network_stats": update}
+    for command in commands.values():
         timed(command, env)  # warm the page cache and the database
-        runs = [timed(command, env) for _ in range(args.repeat)]
-        results[label] = (
-            statistics.median(wall for wall, _ in runs),
-            statistics.median(cpu for _, cpu in runs),
+    # Round by round, so that a command and the ones it is compared with see the same
+    # machine: on a shared host the speed of a core drifts by a third from minute to minute.
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in commands}
+    for _ in range(args.repeat):
+        for label, command in commands.items():
+            runs[label].append(timed(command, env))
+    results = {
+        label: (
+            statistics.median(wall for wall, _ in times),
+            statistics.median(cpu for _, cpu in times),
         )
+        for label, times in runs.items()
+    }
     print(f"{'':<42} {'wall':>8} {'cpu':>8}   (medians of {args.repeat} runs)")
     for label, (wall, cpu) in results.items():
         print(f"{label:<42} {wall:6.2f} s {cpu:6.2f} s")
@@ -284,6 +314,19 @@ def main() -> None:
             f"{idle[1] - base[1]:6.2f} s   (goal: at most 1 s)"
         )
     print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    heavy = heavy_imports(update, env)
+    print(f"pandas, pyarrow, numpy imported by the idle run: {', '.join(heavy) or 'none'}")
+    # What a run that reads a file pays on top of the idle run's imports.
+    imports = {
+        module: statistics.median(
+            cpu for _, cpu in (timed([python, "-c", f"import {module}"], env) for _ in range(3))
+        )
+        for module in ("kpis.pipeline", "kpis.pipeline.aggregates")
+    }
+    print(
+        "importing pandas and pyarrow (a run that reads files): "
+        f"{imports['kpis.pipeline.aggregates'] - imports['kpis.pipeline']:.2f} s of CPU"
+    )
     print("steps of the idle run that see every file, in this process:")
     for label, (wall, cpu) in in_process_steps(folder, now).items():
         print(f"  {label:<40} {wall:6.2f} s {cpu:6.2f} s")

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kpis.models import CellUniqueUsers, KpiRow, ServiceTrafficVolume
-from kpis.pipeline import Partial
+
+if TYPE_CHECKING:  # at run time the ranking gets a Partial without importing pandas here
+    from kpis.pipeline import Partial
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,10 @@ class KpiDefinition:
 
 
 KPIS: tuple[KpiDefinition, ...] = (
-    KpiDefinition(1, "ServiceTrafficVolume", ServiceTrafficVolume, Partial.top_services),
-    KpiDefinition(2, "CellUniqueUsers", CellUniqueUsers, Partial.top_cells),
+    KpiDefinition(
+        1, "ServiceTrafficVolume", ServiceTrafficVolume, lambda partial, n: partial.top_services(n)
+    ),
+    KpiDefinition(2, "CellUniqueUsers", CellUniqueUsers, lambda partial, n: partial.top_cells(n)),
 )
 
 

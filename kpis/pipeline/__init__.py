@@ -4,17 +4,20 @@ Nothing here imports Django; the data flow is
 file -> :func:`read_records` blocks (pyarrow parses and checks) -> :class:`PartialBuilder`
 (pandas aggregates) -> :class:`Partial` -> ``top_services`` / ``top_cells``.
 Persisting and scheduling live in ``kpis.services``.
+
+Importing this package does not load pandas or pyarrow: the names that need them
+are loaded on first use (see ``__getattr__``), so a run with no file to read, which
+only lists the folder and compares it with the ledger, never pays for them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from kpis.pipeline.aggregates import IncompatiblePartial, Partial, PartialBuilder, key_id_for
 from kpis.pipeline.files import (
     HOUR,
     INTERVAL,
@@ -26,16 +29,41 @@ from kpis.pipeline.files import (
     parse_file_name,
     scan_input_dir,
 )
-from kpis.pipeline.reader import (
-    DEFAULT_BLOCK_BYTES,
-    REQUIRED_COLUMNS,
-    ReadStats,
-    Records,
-    RejectReason,
-    UnreadableFile,
-    read_records,
-    subscriber_hash_key,
-)
+from kpis.pipeline.keys import key_id_for, subscriber_hash_key
+
+if TYPE_CHECKING:
+    from kpis.pipeline.aggregates import IncompatiblePartial, Partial, PartialBuilder
+    from kpis.pipeline.reader import (
+        DEFAULT_BLOCK_BYTES,
+        REQUIRED_COLUMNS,
+        ReadStats,
+        Records,
+        RejectReason,
+        UnreadableFile,
+        read_records,
+    )
+
+# The names backed by pandas and pyarrow, and the module each comes from.
+_LAZY = {
+    "IncompatiblePartial": "kpis.pipeline.aggregates",
+    "Partial": "kpis.pipeline.aggregates",
+    "PartialBuilder": "kpis.pipeline.aggregates",
+    "DEFAULT_BLOCK_BYTES": "kpis.pipeline.reader",
+    "REQUIRED_COLUMNS": "kpis.pipeline.reader",
+    "ReadStats": "kpis.pipeline.reader",
+    "Records": "kpis.pipeline.reader",
+    "RejectReason": "kpis.pipeline.reader",
+    "UnreadableFile": "kpis.pipeline.reader",
+    "read_records": "kpis.pipeline.reader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
 
 
 @dataclass(slots=True)
@@ -51,18 +79,28 @@ def aggregate_file(
     path: Path,
     *,
     hash_key: str,
-    block_size: int = DEFAULT_BLOCK_BYTES,
+    block_size: int | None = None,
     on_block: Callable[[], None] | None = None,
 ) -> FileOutcome:
     """Read one raw file into a :class:`Partial`; an unreadable file gives an error instead.
 
-    Raises ``FileNotFoundError`` if the file disappeared since it was listed.
+    ``block_size`` defaults to :data:`DEFAULT_BLOCK_BYTES`. Raises
+    ``FileNotFoundError`` if the file disappeared since it was listed.
     """
+    import pyarrow as pa
+
+    from kpis.pipeline.aggregates import PartialBuilder
+    from kpis.pipeline.reader import DEFAULT_BLOCK_BYTES, ReadStats, UnreadableFile, read_records
+
     stats = ReadStats()
     builder = PartialBuilder(key_id=key_id_for(hash_key))
     try:
         for records in read_records(
-            path, hash_key=hash_key, stats=stats, block_size=block_size, on_block=on_block
+            path,
+            hash_key=hash_key,
+            stats=stats,
+            block_size=DEFAULT_BLOCK_BYTES if block_size is None else block_size,
+            on_block=on_block,
         ):
             builder.add(records)
     except UnreadableFile as error:

@@ -9,7 +9,6 @@ files of an hour is one pair.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -264,8 +263,3 @@ class PartialBuilder:
         return Partial(
             key_id=self._key_id, service_bytes=_add_totals(self._totals), pairs=self._compact()
         )
-
-
-def key_id_for(hash_key: str) -> str:
-    """A short public fingerprint of the subscriber key, stored beside the state."""
-    return hashlib.sha256(("key-id/" + hash_key).encode()).hexdigest()[:16]

@@ -29,8 +29,9 @@ _T = TypeVar("_T")
 # Files in flight per worker: one being read, one queued so that no worker
 # waits while the command's process stores the previous interval.
 _FILES_PER_WORKER = 2
-# Modules imported once by the fork server, so that every worker starts with them.
-_WORKER_PRELOAD = ["kpis.pipeline"]
+# Modules imported once by the fork server, so that every worker starts with them:
+# the ones that load pandas and pyarrow (importing kpis.pipeline alone does not).
+_WORKER_PRELOAD = ["kpis.pipeline.aggregates", "kpis.pipeline.reader"]
 
 
 class SchedulerUnreachable(Exception):

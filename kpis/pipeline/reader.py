@@ -8,7 +8,6 @@ cannot be parsed at all raises :class:`UnreadableFile`.
 
 from __future__ import annotations
 
-import base64
 import codecs
 import contextlib
 import csv
@@ -98,12 +97,6 @@ class ReadStats:
     @property
     def rows_rejected(self) -> int:
         return sum(self.rejects.values())
-
-
-def subscriber_hash_key(secret: str) -> str:
-    """Derive the 16-character SipHash key used to pseudonymise msisdn values."""
-    digest = hashlib.sha256(b"network-analysis/subscriber/" + secret.encode()).digest()
-    return base64.b64encode(digest[:12]).decode("ascii")
 
 
 def read_records(

@@ -1,7 +1,7 @@
 """The input folder seen cheaply: each contract file's name, size, mtime and closing time.
 
-A run compares the folder's fingerprints with the ledger's as sets, so a run with
-nothing new over a long history costs one ``stat`` per file and a set difference;
+A run compares the folder's fingerprints with the ledger's through a set, so a run
+with nothing new over a long history costs one ``stat`` per file and one look-up;
 the pipeline's :class:`~kpis.pipeline.InputFile` objects are made only for the files
 and intervals a run reads.
 """
@@ -35,7 +35,6 @@ class FolderListing:
     """Every contract file of the input folder, as ``stat`` saw it."""
 
     directory: Path
-    fingerprints: set[Fingerprint] = field(default_factory=set)
     # name -> (epoch_ms, size, mtime_ns)
     stats: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
@@ -43,6 +42,15 @@ class FolderListing:
         """The first and last interval start of the files listed (the listing is not empty)."""
         epochs = [epoch_ms for epoch_ms, _, _ in self.stats.values()]
         return interval_start_for_epoch_ms(min(epochs)), interval_start_for_epoch_ms(max(epochs))
+
+    def unrecorded(self, recorded: Iterable[Fingerprint]) -> list[str]:
+        """The names whose fingerprint is not among ``recorded``: new, changed, or back."""
+        known = set(recorded)
+        return [
+            name
+            for name, (_, size, mtime_ns) in self.stats.items()
+            if (name, size, mtime_ns) not in known
+        ]
 
     def due(self, names: Iterable[str], *, due_before: datetime) -> list[str]:
         """Those of ``names`` whose interval ended at or before ``due_before``."""
@@ -91,7 +99,7 @@ def folder_list(directory: Path) -> FolderListing:
 
 
 def _list_into(listing: FolderListing, folder: int) -> None:
-    fingerprints, stats = listing.fingerprints, listing.stats
+    stats = listing.stats
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name
@@ -105,5 +113,4 @@ def _list_into(listing: FolderListing, folder: int) -> None:
                 stat = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed between listing and stat
-            fingerprints.add((name, stat.st_size, stat.st_mtime_ns))
             stats[name] = (epoch_ms, stat.st_size, stat.st_mtime_ns)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from kpis.models import (
     FileState,
     InputFileRecord,
 )
-from kpis.pipeline import (
-    Partial,
-)
+
+if TYPE_CHECKING:
+    from kpis.pipeline import Partial
 
 # MySQL refuses packets above max_allowed_packet (16 MiB by default).
 STATE_SLICE_BYTES = 4 * 1024 * 1024
@@ -27,6 +28,9 @@ def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
 
 
 def file_state_load(*, record: InputFileRecord) -> Partial:
+    """The stored state of a counted file."""
+    from kpis.pipeline import Partial  # pandas and pyarrow load with the first state read
+
     slices = FileState.objects.filter(file=record).order_by("seq").values_list("data", flat=True)
     return Partial.from_bytes(b"".join(bytes(piece) for piece in slices))
 

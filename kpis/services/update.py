@@ -16,6 +16,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -32,8 +33,6 @@ from kpis.pipeline import (
     INTERVAL,
     FileOutcome,
     InputFile,
-    Partial,
-    ReadStats,
     aggregate_file,
     hour_start_for,
     key_id_for,
@@ -58,6 +57,10 @@ from kpis.services.restatement import (
 )
 from kpis.services.retention import final_hour_states_drop, hour_states_drop
 from kpis.services.state import file_state_load, file_state_save
+
+if TYPE_CHECKING:
+    # Imported where used: pandas and pyarrow load only in a run that reads files or states.
+    from kpis.pipeline import Partial
 
 logger = logging.getLogger("kpis.update")
 
@@ -260,6 +263,8 @@ def interval_persist(
     the interval contributes its stored state, so a late file never needs the
     older ones re-read and a vanished file is never lost.
     """
+    from kpis.pipeline import Partial
+
     key_id = key_id_for(config.hash_key)
     with transaction.atomic():
         ledger, _ = IntervalLedger.objects.select_for_update().get_or_create(
@@ -361,6 +366,8 @@ def hour_roll_up(
     *, hour_start: datetime, config: UpdateConfig, cache: dict[str, Partial]
 ) -> IntervalResult:
     """Recompute an hour's rows exactly from the state of all its counted files."""
+    from kpis.pipeline import Partial
+
     key_id = key_id_for(config.hash_key)
     hour_end = hour_start + HOUR
     with transaction.atomic():
@@ -422,20 +429,19 @@ def _dirty_files(listing: FolderListing, config: UpdateConfig) -> set[str]:
     """The names of the due files that are new, or whose content changed since they were read.
 
     One query fetches the fingerprints of every record in the span of the folder
-    and a set difference finds the files not read as they are; only those are
-    looked at one by one, so a run with nothing new costs no work per file here.
+    and a set finds the files not read as they are; only those are looked at one
+    by one, so a run with nothing new costs no query per file here.
     """
     if not listing.stats:
         return set()
     first, last = listing.span()
-    records = InputFileRecord.objects.filter(
-        interval_start_timestamp__gte=first, interval_start_timestamp__lte=last
+    # A record marked missing is left out, so that its file, back in the folder, is noticed.
+    present = InputFileRecord.objects.filter(
+        interval_start_timestamp__gte=first,
+        interval_start_timestamp__lte=last,
+        missing_since__isnull=True,
     ).order_by()
-    unknown = listing.fingerprints.difference(records.values_list("name", "size", "mtime_ns"))
-    came_back = listing.stats.keys() & set(
-        records.filter(missing_since__isnull=False).values_list("name", flat=True)
-    )
-    candidates = {name for name, _, _ in unknown} | came_back
+    candidates = listing.unrecorded(present.values_list("name", "size", "mtime_ns"))
     due = sorted(listing.due(candidates, due_before=config.now - config.grace))
     fingerprint = InputFileRecord.objects.only(
         "name", "size", "mtime_ns", "sha256", "missing_since"
@@ -499,6 +505,8 @@ def _read_collect(
     heartbeat: Callable[[], None],
 ) -> dict[str, FileOutcome]:
     """Wait for the files of one interval, keeping the lock alive; their outcomes by name."""
+    from kpis.pipeline import ReadStats
+
     futures = [future for _, future in jobs]
     while wait(futures, timeout=_WAIT_SECONDS).not_done:
         heartbeat()

@@ -93,6 +93,36 @@ def test_the_summary_line_and_exit_status_under_cron(input_folder: InputFolder) 
     assert "interval=2021-07-18T00:00Z revision=1 files_read=1" in stderr
 
 
+def modules_imported(stderr: str) -> set[str]:
+    """The top-level packages a process imported, read from its ``-X importtime`` report."""
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def test_a_run_with_nothing_to_read_never_loads_pandas_or_pyarrow(
+    input_folder: InputFolder,
+) -> None:
+    input_folder.write("2021-07-18T00:00", [("a", 1, 1, 10, 0)])
+    args = ["update_network_stats", "--now", "2021-07-18T01:10Z", "--no-progress"]
+    args += ["--input-dir", str(input_folder.path)]
+    heavy = {"pandas", "pyarrow", "numpy"}
+
+    runs = []
+    for _ in range(2):
+        process = command_process(*args, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        runs.append((intervals_processed(stdout), modules_imported(stderr)))
+
+    (read, reading_imports), (idle, idle_imports) = runs
+    assert (read, idle) == (1, 0)
+    assert heavy <= reading_imports  # the report sees them when a file is read
+    assert not heavy & idle_imports
+
+
 def test_a_malformed_clock_is_a_clear_error(input_folder: InputFolder) -> None:
     process = command_process(
         "update_network_stats", "--now", "yesterday", "--input-dir", str(input_folder.path)

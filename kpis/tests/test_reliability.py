@@ -349,6 +349,28 @@ def test_a_vanished_file_keeps_its_counts_even_when_its_interval_is_recomputed(
 
 
 @pytest.mark.django_db
+def test_a_vanished_file_put_back_unchanged_is_found_again_without_being_read(
+    input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> None:
+    gone = input_folder.write("2026-01-05T00:00", rows_for("2026-01-05T00:00", 6))
+    assert run_update("2026-01-05T00:20Z").exit_code == 0
+    gone_copy, gone_mtime_ns = gone.read_bytes(), gone.stat().st_mtime_ns
+    gone.unlink()
+    # A late file makes the interval be recomputed, which marks the vanished one missing.
+    input_folder.write("2026-01-05T00:00", rows_for("2026-01-05T00:00", 8, 4), part=1)
+    assert run_update("2026-01-05T00:25Z").exit_code == 0
+    assert InputFileRecord.objects.get(name=gone.name).missing_since is not None
+
+    gone.write_bytes(gone_copy)
+    os.utime(gone, ns=(0, gone_mtime_ns))
+    result = run_update("2026-01-05T00:30Z")
+
+    assert "intervals processed: 0 " in result.stdout
+    record = InputFileRecord.objects.get(name=gone.name)
+    assert (record.missing_since, record.status) == (None, InputFileStatus.COUNTED)
+
+
+@pytest.mark.django_db
 def test_a_file_rewritten_into_garbage_is_flagged_not_silently_dropped(
     input_folder: InputFolder, run_update: Callable[..., RunResult]
 ) -> None:
