@@ -4,7 +4,9 @@ Builds a database of 30 days of five-minute and hourly rows of both KPIs (936
 rows per KPI and day), then times, in one process with Django's test client:
 the view's own SQL through a plain cursor, the JSON request and the CSV request
 (authentication, throttling, filters, serialising, rendering, middleware).
-Prints the ``--repeat`` runs each and the ratio to the raw SQL.
+The three are timed in turn (SQL, JSON, CSV, SQL, ...), so that a machine whose
+speed drifts slows all three alike. Prints the medians of ``--repeat`` rounds and
+the ratio to the raw SQL.
 Run: .venv/bin/python bench/api_speed.py [--database mysql --mysql-url URL]
 """
 
@@ -25,20 +27,28 @@ from load import YEAR_START, build_year, drop_database, prepare_database, setup_
 DAY = "2025-01-15T00:00:00Z", "2025-01-16T00:00:00Z"
 
 
-def timed_ms(action: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall time and median CPU time of this process running ``action``.
+def timed_in_turn(
+    actions: dict[str, Callable[[], object]], repeat: int
+) -> dict[str, tuple[float, float]]:
+    """Median wall time and median CPU time in ms of each action, run in turn ``repeat`` times.
 
     On a busy machine the CPU time is the steadier figure; with SQLite it includes
     the database's work, with MariaDB only the client's.
     """
-    action()  # warm caches, connections, imports
-    wall, cpu = [], []
+    for action in actions.values():
+        action()  # warm caches, connections, imports
+    wall: dict[str, list[float]] = {name: [] for name in actions}
+    cpu: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(repeat):
-        started, started_cpu = time.perf_counter(), time.process_time()
-        action()
-        wall.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-    return statistics.median(wall) * 1000, statistics.median(cpu) * 1000
+        for name, action in actions.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            action()
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    return {
+        name: (statistics.median(wall[name]) * 1000, statistics.median(cpu[name]) * 1000)
+        for name in actions
+    }
 
 
 def measure(kpi: int, repeat: int) -> list[tuple[str, tuple[float, float], int]]:
@@ -77,11 +87,11 @@ def measure(kpi: int, repeat: int) -> list[tuple[str, tuple[float, float], int]]
 
         return request
 
-    rows = len(raw())
+    times = timed_in_turn({"raw SQL": raw, "JSON": get(""), "CSV": get("&format=csv")}, repeat)
     return [
-        ("raw SQL", timed_ms(raw, repeat), rows),
-        ("JSON", timed_ms(get(""), repeat), len(get("")())),
-        ("CSV", timed_ms(get("&format=csv"), repeat), len(get("&format=csv")())),
+        ("raw SQL", times["raw SQL"], len(raw())),
+        ("JSON", times["JSON"], len(get("")())),
+        ("CSV", times["CSV"], len(get("&format=csv")())),
     ]
 
 
@@ -94,7 +104,7 @@ def main() -> int:
         help="MariaDB/MySQL server and base name; the run uses <name>_speed and drops it.",
     )
     parser.add_argument("--days", type=int, default=30, help="Days of rows (30).")
-    parser.add_argument("--repeat", type=int, default=50, help="Timed runs of each (50).")
+    parser.add_argument("--repeat", type=int, default=100, help="Timed rounds (100).")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kpi-speed-") as folder:
@@ -110,7 +120,7 @@ def main() -> int:
             rows, _ = build_year(days=args.days)
             print(
                 f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d}); "
-                f"one day = {DAY[0]} to {DAY[1]}, {args.repeat} runs each"
+                f"one day = {DAY[0]} to {DAY[1]}, medians of {args.repeat} rounds"
             )
             for kpi in (1, 2):
                 figures = measure(kpi, args.repeat)
