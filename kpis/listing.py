@@ -24,6 +24,7 @@ from django.db import connections, models
 from django.db.models import Func, QuerySet
 from django.db.models.sql.constants import CURSOR
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import ISO_8601, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -134,7 +135,7 @@ class RowColumns(Sequence[dict[str, Any]]):
         return map(dict, map(zip, repeat(self.names), self.tuples()))
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, RowColumns | list | tuple):
+        if isinstance(other, RowColumns | list):
             return list(self) == list(other)
         return NotImplemented
 
@@ -217,11 +218,21 @@ class StoredText(Func):
 
     SQLite stores timestamps as text, and the sqlite3 module parses every cell of a
     column declared ``datetime`` in Python (Django registers that converter) before the
-    ORM's own converter runs; a cast hides the declared type. The ORM's converter parses
-    text itself, and :func:`represent_queryset` runs it once per distinct value.
+    ORM's own converter runs; a cast hides the declared type. :func:`represent_queryset`
+    then runs that parse (:func:`parse_stored_datetime`) and the ORM's converter once
+    per distinct value.
     """
 
     template = "CAST(%(expressions)s AS text)"
+
+
+def parse_stored_datetime(value: Any, expression: Any, connection: Any) -> Any:
+    """What the sqlite3 converter Django registers for ``datetime`` columns does to a cell.
+
+    Text it cannot read (an empty or garbled cell) becomes None, as it did before the
+    cast; the ORM's converter alone would fail on it.
+    """
+    return None if value is None else parse_datetime(value)
 
 
 def selected_columns(queryset: QuerySet[Any], plan: RepresentationPlan) -> list[str | Func]:
@@ -254,6 +265,8 @@ def represent_queryset(queryset: QuerySet[Any], plan: RepresentationPlan) -> Row
     converters = []
     for index, column_field in enumerate(plan.fields):
         steps, expression = database_converters.get(index, ([], None))
+        if isinstance(expression, StoredText):
+            steps = [parse_stored_datetime, *steps]
         if not steps and column_field is None:
             continue
         key = repr(
@@ -309,7 +322,7 @@ def _utc_timestamp_shortcut(
     """The same text as ``convert`` for the usual case, about twenty times faster.
 
     When the database hands back naive UTC datetimes (or, on SQLite, their stored
-    text, which the ORM parses with ``datetime.fromisoformat`` first), the ORM only
+    text, which ``parse_datetime`` reads with ``datetime.fromisoformat`` first), the ORM only
     makes them aware in UTC, and DRF's ISO 8601 output in UTC is then ``isoformat()``
     with ``Z``. Any other setting (another time zone or format, another field) or
     value (text with an offset, or that ``fromisoformat`` refuses) keeps ``convert``.
@@ -323,7 +336,8 @@ def _utc_timestamp_shortcut(
         return None
     if timezone.get_current_timezone_name() != "UTC":
         return None
-    if steps != [connection.ops.convert_datetimefield_value]:
+    usual = [connection.ops.convert_datetimefield_value]
+    if steps not in (usual, [parse_stored_datetime, *usual]):
         return None
 
     def shortcut(value: Any) -> Any:

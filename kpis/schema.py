@@ -304,7 +304,7 @@ _HEALTH_EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-# The tag of the KPI list: Django's ETag is the quoted MD5 of the body.
+# The tag of the KPI list: the API's ETag is a digest of the body (kpis.middleware.body_etag).
 _ETAG_EXAMPLE = body_etag(JSONRenderer().render(_KPI_LIST))
 _ETAG = {
     "schema": {"type": "string"},

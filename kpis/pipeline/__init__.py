@@ -59,11 +59,17 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    """A name backed by pandas or pyarrow, imported on its first use."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value  # the next lookup is a plain one
     return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the ones not imported yet included."""
+    return sorted({*globals(), *_LAZY})
 
 
 @dataclass(slots=True)

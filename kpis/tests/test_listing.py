@@ -190,3 +190,17 @@ def test_row_columns_read_as_the_list_of_rows() -> None:
         rows["results"]  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="2 names for 1 columns"):
         RowColumns(["a", "b"], [(1,)], plain=True)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="only SQLite keeps any value in a column")
+@pytest.mark.parametrize("stored", ["", "garbage", 5, 1.5, "2021-07-18 00:00:00.500000"])
+def test_a_timestamp_cell_sqlite_cannot_parse_is_written_as_drf_writes_it(stored: Any) -> None:
+    """Selected as text, a cell still goes through the parse the sqlite3 module used to do."""
+    make_rows([datetime(2021, 7, 18, tzinfo=UTC)], [5] * 12)
+    table = ServiceTrafficVolume._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET interval_start_timestamp = %s", [stored])
+    expected = ordinary(ServiceTrafficVolumeSerializer)
+    rows = fast(ServiceTrafficVolumeSerializer)
+    assert rows == expected
+    assert JsonRenderer().render(rows) == JSONRenderer().render(expected)

@@ -509,3 +509,15 @@ def test_a_row_longer_than_half_a_block_is_rejected_not_the_file(
     assert outcome.error is None
     assert dict(outcome.stats.rejects) == {RejectReason.ROW_TOO_LONG: 1}
     assert outcome.stats.rows_accepted == 1
+
+
+def test_every_name_the_package_loads_lazily_is_exported_and_found() -> None:
+    import importlib
+
+    import kpis.pipeline as pipeline
+
+    lazy: dict[str, str] = pipeline._LAZY
+    assert set(lazy) <= set(pipeline.__all__)
+    assert set(pipeline.__all__) <= set(dir(pipeline))
+    for name, module in lazy.items():
+        assert getattr(pipeline, name) is getattr(importlib.import_module(module), name)
