@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from kpis.models import IntervalType
 from kpis.sampledata import file_name
 
 HEADER = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
@@ -32,6 +33,17 @@ Row = Sequence[object]
 def utc(text: str) -> datetime:
     """A UTC datetime from 'YYYY-MM-DDTHH:MM'."""
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def interval_times(start: str, interval: int) -> dict[str, Any]:
+    """The start, end and type fields of a five-minute or hourly row starting at ``start``."""
+    begin = utc(start)
+    length = timedelta(minutes=5 if interval == IntervalType.FIVE_MINUTES else 60)
+    return {
+        "interval_start_timestamp": begin,
+        "interval_end_timestamp": begin + length,
+        "interval": interval,
+    }
 
 
 def csv_bytes(rows: Iterable[Row], header: Sequence[str] = HEADER) -> bytes:

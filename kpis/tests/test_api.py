@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
-from kpis.tests.conftest import utc
+from kpis.tests.conftest import interval_times, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -36,16 +35,6 @@ def client(user: User) -> APIClient:
     token = Token.objects.create(user=user)
     api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return api
-
-
-def interval_times(start: str, interval: int) -> dict[str, Any]:
-    begin = utc(start)
-    length = timedelta(minutes=5 if interval == FIVE else 60)
-    return {
-        "interval_start_timestamp": begin,
-        "interval_end_timestamp": begin + length,
-        "interval": interval,
-    }
 
 
 def service_row(start: str, interval: int, service_id: int, total: int) -> ServiceTrafficVolume:

@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -22,7 +21,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
-from kpis.tests.conftest import utc
+from kpis.tests.conftest import interval_times, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -147,15 +146,6 @@ def build_database() -> None:
     user = User.objects.create_user("golden", password="not-a-real-password-1")
     Token.objects.create(user=user, key=TOKEN)
 
-    def times(start: str, interval: int) -> dict[str, Any]:
-        begin = utc(start)
-        length = timedelta(minutes=5 if interval == FIVE else 60)
-        return {
-            "interval_start_timestamp": begin,
-            "interval_end_timestamp": begin + length,
-            "interval": interval,
-        }
-
     # (id, start, interval, key, value); ids deliberately out of time order.
     kpi_rows = [
         (17, "2021-07-18T00:05", FIVE, 3, 11500),
@@ -173,32 +163,32 @@ def build_database() -> None:
     ]
     for row_id, start, interval, key, value in kpi_rows:
         ServiceTrafficVolume.objects.create(
-            id=row_id, **times(start, interval), service_id=key, total_bytes=value
+            id=row_id, **interval_times(start, interval), service_id=key, total_bytes=value
         )
         CellUniqueUsers.objects.create(
             id=1000 + row_id,
-            **times(start, interval),
+            **interval_times(start, interval),
             cell_id=key,
             number_of_unique_users=min(value, 2**32 - 1),
         )
 
     processed = datetime.fromisoformat("2021-07-18T00:06:01.250000+00:00")
     ledger = [
-        dict(id=3, **times("2021-07-17T23:55", FIVE), revision=1, files_counted=2,
+        dict(id=3, **interval_times("2021-07-17T23:55", FIVE), revision=1, files_counted=2,
              rows_accepted=800, processed_at=processed - timedelta(minutes=5)),
-        dict(id=1, **times("2021-07-18T00:00", FIVE), revision=2, files_counted=3, files_failed=1,
-             files_duplicate=1, rows_accepted=799, rows_rejected=3,
+        dict(id=1, **interval_times("2021-07-18T00:00", FIVE), revision=2, files_counted=3,
+             files_failed=1, files_duplicate=1, rows_accepted=799, rows_rejected=3,
              rejects={"missing_value": 1, "malformed_integer": 2}, processed_at=processed),
-        dict(id=7, **times("2021-07-18T00:05", FIVE), revision=1, files_counted=2,
+        dict(id=7, **interval_times("2021-07-18T00:05", FIVE), revision=1, files_counted=2,
              files_missing=0, rows_accepted=BIGGEST,
              processed_at=processed + timedelta(seconds=1, microseconds=7)),
-        dict(id=8, **times("2021-07-18T00:00", HOUR), revision=3, intervals_processed=3,
+        dict(id=8, **interval_times("2021-07-18T00:00", HOUR), revision=3, intervals_processed=3,
              files_counted=7, files_failed=1, rows_accepted=1599, rows_rejected=3,
              rejects={"wrong_field_count": 1, "invalid_msisdn": 2}, needs_rollup=True,
              processed_at=processed),
-        dict(id=9, **times("2021-07-18T01:00", HOUR), revision=1, intervals_processed=12,
+        dict(id=9, **interval_times("2021-07-18T01:00", HOUR), revision=1, intervals_processed=12,
              files_counted=24, rows_accepted=9600, processed_at=utc("2021-07-18T02:01")),
-        dict(id=2, **times("2021-07-18T02:00", HOUR), revision=0, files_missing=12,
+        dict(id=2, **interval_times("2021-07-18T02:00", HOUR), revision=0, files_missing=12,
              needs_rollup=True, processed_at=None),
     ]  # fmt: skip
     for entry in ledger:
