@@ -30,7 +30,7 @@ from kpis.registry import KPIS
 from kpis.sampledata import file_name, write_sample_files
 from kpis.services.update import UpdateConfig, _outcomes_in_order
 from kpis.tests.conftest import InputFolder, RunResult, utc
-from kpis.tests.faults import assert_part_of, database_clear, database_snapshot
+from kpis.tests.faults import Snapshot, assert_part_of, database_clear, database_snapshot
 
 # The same scenario and subprocess helpers as the crash tests.
 from kpis.tests.test_reliability import NOW, POPULATION, START, finish, update_process
@@ -315,11 +315,24 @@ def kill_workers_while_reading(
     return killed
 
 
-def big_input(folder: InputFolder) -> None:
+def run_killing_workers(
+    folder: InputFolder, run_update: Callable[..., RunResult], *, kills: int
+) -> tuple[Snapshot, list[str], RunResult]:
+    """An uninterrupted run's database, then a two-worker run with ``kills`` workers killed.
+
+    Returns the uninterrupted database, what was killed and the interrupted run's result.
+    """
     # Files large enough that a worker is caught with one open.
     write_sample_files(
         folder.path, start=START, intervals=6, parts=2, rows=60_000, population=POPULATION
     )
+    assert run_update(NOW, "--workers", "1").exit_code == 0
+    expected = database_snapshot()
+    database_clear()
+
+    process = update_process(folder, "--workers", "2", env={"KPI_READ_BLOCK_BYTES": str(64 * 1024)})
+    killed = kill_workers_while_reading(process, folder.path, kills=kills)
+    return expected, killed, finish(process)
 
 
 @pytest.mark.slow
@@ -327,16 +340,7 @@ def big_input(folder: InputFolder) -> None:
 def test_a_pool_worker_killed_while_reading_is_replaced_and_the_run_completes(
     input_folder: InputFolder, run_update: Callable[..., RunResult]
 ) -> None:
-    big_input(input_folder)
-    assert run_update(NOW, "--workers", "1").exit_code == 0
-    expected = database_snapshot()
-    database_clear()
-
-    process = update_process(
-        input_folder, "--workers", "2", env={"KPI_READ_BLOCK_BYTES": str(64 * 1024)}
-    )
-    killed = kill_workers_while_reading(process, input_folder.path, kills=1)
-    result = finish(process)
+    expected, killed, result = run_killing_workers(input_folder, run_update, kills=1)
 
     assert len(killed) == 1, "no worker was caught reading"
     assert result.exit_code == 0, result.stderr
@@ -351,16 +355,7 @@ def test_a_pool_worker_killed_while_reading_is_replaced_and_the_run_completes(
 def test_workers_that_keep_dying_stop_the_run_cleanly_and_the_next_run_completes(
     input_folder: InputFolder, run_update: Callable[..., RunResult]
 ) -> None:
-    big_input(input_folder)
-    assert run_update(NOW, "--workers", "1").exit_code == 0
-    expected = database_snapshot()
-    database_clear()
-
-    process = update_process(
-        input_folder, "--workers", "2", env={"KPI_READ_BLOCK_BYTES": str(64 * 1024)}
-    )
-    killed = kill_workers_while_reading(process, input_folder.path, kills=2)
-    result = finish(process)
+    expected, killed, result = run_killing_workers(input_folder, run_update, kills=2)
 
     assert len(killed) == 2, "no worker was caught reading"
     assert result.exit_code == 1, result.stderr
