@@ -239,13 +239,14 @@ def selected_columns(queryset: QuerySet[Any], plan: RepresentationPlan) -> list[
     """What to select for ``plan``: its columns, on SQLite timestamps as their stored text."""
     if connections[queryset.db].vendor != "sqlite":
         return list(plan.sources)
-    model_fields = {each.name: each for each in queryset.model._meta.concrete_fields}
-    return [
-        StoredText(source, output_field=model_fields[source])
-        if model_fields[source].get_internal_type() == "DateTimeField"
-        else source
-        for source in plan.sources
-    ]
+    selected: list[str | Func] = []
+    for source in plan.sources:
+        model_field = queryset.model._meta.get_field(source)
+        if model_field.get_internal_type() == "DateTimeField":
+            selected.append(StoredText(source, output_field=model_field))
+        else:
+            selected.append(source)
+    return selected
 
 
 def represent_queryset(queryset: QuerySet[Any], plan: RepresentationPlan) -> RowColumns:
