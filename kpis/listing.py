@@ -12,6 +12,7 @@ fields, their order and their output. The result stays column by column
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ def _represent(field: serializers.Field[Any, Any, Any, Any]) -> Convert:
     return lambda value: None if value is None else field.to_representation(value)
 
 
+@functools.cache  # the fields of cached plans: the same objects in every request
 def _field_signature(field: serializers.Field[Any, Any, Any, Any]) -> str:
     """Fields of one class and options represent a value alike, whatever their name."""
     options = {
@@ -60,6 +62,12 @@ def _field_signature(field: serializers.Field[Any, Any, Any, Any]) -> str:
         if name not in ("source", "label", "help_text")
     }
     return repr((type(field), sorted(options.items())))
+
+
+@functools.cache  # model fields live as long as the process
+def _model_field_signature(field: models.Field[Any, Any]) -> str:
+    """Model fields of one class and options store values alike, whatever their name."""
+    return repr(field.deconstruct()[1:])
 
 
 @dataclass(frozen=True)
@@ -106,14 +114,25 @@ class RowColumns(Sequence[dict[str, Any]]):
     it (their ``renders_row_columns`` is true) write it from the columns. ``plain``
     says that every value is an int, None, or printable ASCII text without quotes or
     backslashes: values any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``).
+    ``types`` holds the set of value types of each column.
     """
 
-    __slots__ = ("columns", "names", "plain")
+    __slots__ = ("columns", "names", "plain", "types")
 
-    def __init__(self, names: list[str], columns: list[Sequence[Any]], *, plain: bool) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        columns: list[Sequence[Any]],
+        *,
+        plain: bool,
+        types: list[frozenset[type]] | None = None,
+    ) -> None:
         if columns and len(columns) != len(names):
             raise ValueError(f"{len(names)} names for {len(columns)} columns")
         self.names, self.columns, self.plain = names, columns, plain
+        # The types of each column's values, which tell the renderers whether a column
+        # can be written with one string format (e.g. ints only).
+        self.types = types if types is not None else [frozenset(map(type, c)) for c in columns]
 
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
@@ -152,16 +171,17 @@ class RowColumns(Sequence[dict[str, Any]]):
 _PLAIN_CELLS = frozenset({int, type(None)})
 
 
-def _plain_text(value: Any) -> bool:
-    if type(value) in _PLAIN_CELLS:
-        return True
-    return (
-        type(value) is str
-        and value.isascii()
-        and value.isprintable()
-        and '"' not in value
-        and "\\" not in value
-    )
+def _plain_values(values: Iterable[Any]) -> bool:
+    """True when every value is an int, None, or printable ASCII text without ``"`` or ``\\``."""
+    texts = []
+    for value in values:
+        if type(value) is str:
+            texts.append(value)
+        elif type(value) not in _PLAIN_CELLS:
+            return False
+    # One check of all the text at once: each holds for the whole exactly when for every part.
+    text = "".join(texts)
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def represent_rows(
@@ -178,10 +198,6 @@ def represent_rows(
     if len(columns) != len(names):  # the columns would be misnamed
         raise ValueError(f"{len(names)} names for rows of {len(columns)} values")
     plain = True
-    converted = {index for index, _ in converters}
-    for index, column in enumerate(columns):
-        if index not in converted:
-            plain = plain and set(map(type, column)) <= _PLAIN_CELLS
     for index, memo in converters:
         column = columns[index]
         try:
@@ -192,10 +208,16 @@ def represent_rows(
             continue
         memo.seen.update({value: memo.function(value) for value in fresh})
         columns[index] = list(map(memo.seen.__getitem__, column))
+    types = [frozenset(map(type, column)) for column in columns]
+    converted = {index for index, _ in converters}
+    if plain:
+        plain = all(
+            types[index] <= _PLAIN_CELLS for index in range(len(columns)) if index not in converted
+        )
     if plain:
         memos = {id(memo): memo for _, memo in converters}.values()  # shared ones once
-        plain = all(_plain_text(value) for memo in memos for value in memo.seen.values())
-    return RowColumns(names, columns, plain=plain)
+        plain = _plain_values(value for memo in memos for value in memo.seen.values())
+    return RowColumns(names, columns, plain=plain, types=types)
 
 
 def represent_values(
@@ -249,20 +271,28 @@ def selected_columns(queryset: QuerySet[Any], plan: RepresentationPlan) -> list[
     return selected
 
 
-def represent_queryset(queryset: QuerySet[Any], plan: RepresentationPlan) -> RowColumns:
-    """The serializer's output straight from the database's raw rows.
+def row_values(queryset: QuerySet[Any], plan: RepresentationPlan) -> QuerySet[Any]:
+    """The value tuples of ``plan``'s columns, for :func:`represent_queryset` or a page.
+
+    Iterated by the ORM (a page), its values are what the ORM gives for the model's
+    own columns, so :func:`represent_values` takes them as they are.
+    """
+    return queryset.values_list(*selected_columns(queryset, plan))
+
+
+def represent_queryset(values: QuerySet[Any], plan: RepresentationPlan) -> RowColumns:
+    """The serializer's output straight from the database's raw rows of ``row_values()``.
 
     What the ORM would do to each value (the backend's converters, e.g. parsing
     SQLite's timestamp text) and what the serializer field would do after it are
     done once per distinct raw value and column kind, in the same order.
     """
-    values = queryset.values_list(*selected_columns(queryset, plan))
     compiler = values.query.get_compiler(using=values.db)
     rows = _fetch_all(compiler)
     expressions = [selected[0] for selected in compiler.select[: compiler.col_count]]
     database_converters = compiler.get_converters(expressions)
     connection = compiler.connection
-    shared: dict[str, Memo] = {}
+    shared: dict[tuple[Any, ...], Memo] = {}
     converters = []
     for index, column_field in enumerate(plan.fields):
         steps, expression = database_converters.get(index, ([], None))
@@ -270,12 +300,10 @@ def represent_queryset(queryset: QuerySet[Any], plan: RepresentationPlan) -> Row
             steps = [parse_stored_datetime, *steps]
         if not steps and column_field is None:
             continue
-        key = repr(
-            (
-                steps,
-                expression.output_field.deconstruct()[1:] if expression is not None else None,
-                _field_signature(column_field) if column_field is not None else None,
-            )
+        key = (
+            tuple(steps),
+            _model_field_signature(expression.output_field) if expression is not None else None,
+            _field_signature(column_field) if column_field is not None else None,
         )
         if key not in shared:
             shared[key] = Memo(column_converter(steps, expression, connection, column_field))
@@ -381,9 +409,10 @@ class ValuesListMixin:
         if plan is None:
             return super().list(request, *args, **kwargs)  # type: ignore[misc]
         queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
-        page = self.paginate_queryset(queryset.values_list(*plan.sources))  # type: ignore[attr-defined]
+        values = row_values(queryset, plan)
+        page = self.paginate_queryset(values)  # type: ignore[attr-defined]
         if page is None:
-            rows = represent_queryset(queryset, plan)
+            rows = represent_queryset(values, plan)
             if getattr(request.accepted_renderer, "renders_row_columns", False):
                 return Response(rows)
             return Response(list(rows))  # e.g. the browsable API, which expects a list

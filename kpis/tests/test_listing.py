@@ -25,6 +25,7 @@ from kpis.listing import (
     represent_rows,
     represent_values,
     representation_plan,
+    row_values,
 )
 from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
 from kpis.renderers import CsvRenderer, JsonRenderer
@@ -67,7 +68,7 @@ def fast(serializer_class: type[serializers.ModelSerializer[Any]]) -> RowColumns
     assert plan is not None
     model: type[Model] = serializer_class.Meta.model
     queryset = model._default_manager.order_by("interval_start_timestamp", "id")
-    return represent_queryset(queryset, plan)
+    return represent_queryset(row_values(queryset, plan), plan)
 
 
 @settings(
@@ -126,7 +127,7 @@ def test_a_page_of_orm_values_is_represented_alike() -> None:
     plan = cached_plan(ServiceTrafficVolumeSerializer)
     assert plan is not None
     queryset = ServiceTrafficVolume.objects.order_by("interval_start_timestamp", "id")
-    page = list(queryset.values_list(*plan.sources)[2:5])
+    page = list(row_values(queryset, plan)[2:5])
     assert represent_values(page, plan) == ordinary(ServiceTrafficVolumeSerializer)[2:5]
 
 
