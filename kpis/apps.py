@@ -4,7 +4,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.core.management import call_command
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 def _create_cache_table(*, using: str, verbosity: int = 1, **kwargs: Any) -> None:
@@ -19,4 +19,15 @@ class KpisConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        from kpis.authentication import forget_checked_tokens
+
         post_migrate.connect(_create_cache_table, sender=self)
+        # A token revoked or a user changed in this process is refused here at once.
+        for model in (Token, get_user_model()):
+            post_save.connect(forget_checked_tokens, sender=model, dispatch_uid=f"tokens-{model}")
+            post_delete.connect(
+                forget_checked_tokens, sender=model, dispatch_uid=f"tokens-del-{model}"
+            )

@@ -13,16 +13,15 @@ from django.db import Error as DatabaseLayerError
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from kpis.authentication import BearerTokenAuthentication
+from kpis.authentication import BearerTokenAuthentication, CachedTokenAuthentication
 from kpis.metrics import metrics_exposition
 from kpis.schema import (
     HEALTH_OPERATION,
@@ -31,10 +30,10 @@ from kpis.schema import (
     health_responses,
 )
 from kpis.selectors import data_health
-from kpis.throttling import ThrottleBeforeAuthMixin
+from kpis.throttling import SlicedRateThrottle, ThrottleBeforeAuthMixin
 
 
-class HealthRateThrottle(SimpleRateThrottle):
+class HealthRateThrottle(SlicedRateThrottle):
     """Per client IP, with its own rate, so that monitors never eat the API's anonymous budget."""
 
     scope = "health"
@@ -104,7 +103,7 @@ class MetricsView(ThrottleBeforeAuthMixin, APIView):
     """Prometheus text format, for a token (``Token`` or ``Bearer``) or a session."""
 
     authentication_classes = [
-        TokenAuthentication,
+        CachedTokenAuthentication,
         BearerTokenAuthentication,
         SessionAuthentication,
     ]

@@ -126,6 +126,8 @@ KPI_INPUT_DIR = Path(envstr("KPI_INPUT_DIR", str(BASE_DIR / "data" / "input")))
 KPI_TOP_N = envint("KPI_TOP_N", 3, minimum=1)
 KPI_GRACE_SECONDS = envint("KPI_GRACE_SECONDS", 60, minimum=0)
 KPI_API_PUBLIC = envbool("KPI_API_PUBLIC", False)
+# Seconds a worker remembers a successful token check (kpis.authentication); 0: never.
+KPI_API_TOKEN_CACHE_SECONDS = envint("KPI_API_TOKEN_CACHE_SECONDS", 5, minimum=0)
 # Keys the pseudonymous subscriber hashes kept for exact hourly roll-ups. It
 # must stay the same for the life of the data: a new key makes old and new
 # hashes of one subscriber differ.
@@ -149,7 +151,7 @@ KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so that anonymous requests get 401 with WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
+        "kpis.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["kpis.permissions.ReadAccess"],
@@ -161,8 +163,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "kpis.throttling.AnonRateThrottle",
+        "kpis.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),

@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from kpis.authentication import forget_checked_tokens
 from kpis.models import IntervalType
 from kpis.sampledata import file_name
 
@@ -279,3 +280,11 @@ def _listening_url(server: subprocess.Popen[bytes], log: Path) -> str:
         assert server.poll() is None, f"gunicorn stopped:\n{log.read_text()}"
         time.sleep(0.1)
     raise AssertionError(f"gunicorn did not start:\n{log.read_text()}")
+
+
+@pytest.fixture(autouse=True)
+def _forget_checked_tokens() -> Iterator[None]:
+    # Token checks are remembered per process; each test starts with none.
+    forget_checked_tokens()
+    yield
+    forget_checked_tokens()

@@ -1,4 +1,4 @@
-"""Throttle counters shared by every server process through the configured cache."""
+"""Throttles: counted per slice of the period, and shared by every server process."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import hypothesis
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kpis.tests.conftest import database_url
-
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+from kpis.throttling import SLICES, SlicedRateThrottle
 
 REDIS_URL = os.environ.get("KPI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -122,6 +126,8 @@ def cache_urls() -> list[object]:
 
 
 @pytest.mark.parametrize("cache_url", cache_urls())
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_the_anonymous_rate_holds_across_two_server_processes(cache_url: str) -> None:
     if cache_url == "":
         cache.clear()  # counters other tests' servers left in the shared table
@@ -135,7 +141,87 @@ def test_the_anonymous_rate_holds_across_two_server_processes(cache_url: str) ->
     assert seen == [401, 401, 401, 429, 429, 429, 429, 429]
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_a_per_process_cache_would_let_each_process_count_alone() -> None:
     with servers(2, "locmem://") as ports:
         seen = statuses(ports, 8)
     assert seen == [401] * 6 + [429] * 2
+
+
+class Clocked(SlicedRateThrottle):
+    """A sliced throttle with one key, a cache of its own, and a clock the test sets."""
+
+    scope = "clocked"
+
+    def __init__(self, rate: str, storage: LocMemCache, now: float) -> None:
+        self.rate, self.cache, self._now = rate, storage, now
+        self.num_requests, self.duration = self.parse_rate(rate)
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return "one-client"
+
+    def timer(self) -> float:
+        return self._now
+
+
+def fresh_cache() -> LocMemCache:
+    return LocMemCache(f"throttle-{uuid.uuid4().hex}", {})
+
+
+def ask(rate: str, storage: LocMemCache, now: float) -> tuple[bool, Clocked]:
+    throttle = Clocked(rate, storage, now)  # DRF makes a throttle per request too
+    return throttle.allow_request(None, None), throttle  # type: ignore[arg-type]
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=6),
+    period=st.sampled_from(["second", "minute", "hour"]),
+    gaps=st.lists(st.floats(min_value=0, max_value=1.5), min_size=1, max_size=60),
+)
+def test_the_rate_holds_in_every_window_and_refuses_only_at_the_limit(
+    limit: int, period: str, gaps: list[float]
+) -> None:
+    """Against the exact rule: never more than ``limit`` allowed in any window of one period,
+    and a refusal only when ``limit`` were allowed within the period plus one slice."""
+    duration = {"second": 1, "minute": 60, "hour": 3600}[period]
+    storage, moment, allowed = fresh_cache(), 0.0, []
+    for gap in gaps:
+        moment += gap * duration / 4
+        granted, _ = ask(f"{limit}/{period}", storage, moment)
+        if granted:
+            allowed.append(moment)
+            assert sum(moment - duration < then <= moment for then in allowed) <= limit
+        else:
+            reach = duration + duration / SLICES
+            assert sum(moment - reach <= then for then in allowed) >= limit
+
+
+def test_a_refused_client_may_ask_again_after_the_wait_it_is_given() -> None:
+    storage = fresh_cache()
+    for second in (0.5, 10.2, 20.7):
+        assert ask("3/minute", storage, second)[0]
+    granted, throttle = ask("3/minute", storage, 30.0)
+    assert not granted
+    wait = throttle.wait()
+    assert wait == pytest.approx(61.0 - 30.0)  # the slice of 0.5 s stops counting at 61 s
+    assert not ask("3/minute", storage, 30.0 + wait - 0.5)[0]
+    assert ask("3/minute", storage, 30.0 + wait)[0]
+
+
+def test_the_stored_state_stays_small_whatever_the_traffic() -> None:
+    storage = fresh_cache()
+    for step in range(5000):
+        ask("100000/minute", storage, step * 0.1)  # ten a second for over eight minutes
+    state = storage.get("one-client")
+    assert isinstance(state, dict)
+    assert len(state) <= SLICES + 1
+    assert sum(state.values()) == 610  # the last 61 one-second slices
+
+
+def test_request_times_stored_by_drf_s_own_throttle_still_count() -> None:
+    storage = fresh_cache()
+    storage.set("one-client", [30.0, 20.0, 10.0])  # DRF keeps the newest first
+    assert not ask("3/minute", storage, 40.0)[0]
+    assert ask("3/minute", storage, 71.0)[0]  # the request at 10 s has left the window

@@ -1,0 +1,124 @@
+"""Token checks remembered per process: for how long, and what forgets them at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from kpis import authentication
+from kpis.authentication import CachedTokenAuthentication
+
+pytestmark = pytest.mark.django_db
+
+TABLE = connection.ops.quote_name(Token._meta.db_table)
+KEY = connection.ops.quote_name("key")  # a reserved word in MySQL
+
+
+class Clock:
+    """Stands in for ``time.monotonic`` in kpis.authentication."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(authentication.time, "monotonic", clock)
+    return clock
+
+
+@pytest.fixture
+def token() -> Token:
+    user = get_user_model().objects.create_user("dana", password="x" * 20)
+    return Token.objects.create(user=user)
+
+
+def get_kpis(key: str) -> int:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return int(client.get("/api/KPIs/").status_code)
+
+
+def delete_behind_the_orm_s_back(token: Token) -> None:
+    """What another process's revocation looks like here: the row is gone, no signal came."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {TABLE} WHERE {KEY} = %s", [token.key])
+
+
+def test_a_token_revoked_elsewhere_is_refused_once_the_cache_time_is_over(
+    clock: Clock, token: Token, settings: Any
+) -> None:
+    assert get_kpis(token.key) == 200
+    delete_behind_the_orm_s_back(token)
+    clock.now += settings.KPI_API_TOKEN_CACHE_SECONDS - 0.1
+    assert get_kpis(token.key) == 200  # the documented delay
+    clock.now += 0.1
+    assert get_kpis(token.key) == 401
+
+
+def test_without_a_cache_time_every_request_checks_the_token(
+    clock: Clock, token: Token, settings: Any
+) -> None:
+    settings.KPI_API_TOKEN_CACHE_SECONDS = 0
+    assert get_kpis(token.key) == 200
+    delete_behind_the_orm_s_back(token)
+    assert get_kpis(token.key) == 401
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda token: token.delete(), id="token deleted"),
+        pytest.param(
+            lambda token: get_user_model().objects.filter(pk=token.user_id).delete(),
+            id="user deleted",
+        ),
+    ],
+)
+def test_a_change_made_in_this_process_is_seen_at_once(
+    clock: Clock, token: Token, change: Callable[[Token], object]
+) -> None:
+    assert get_kpis(token.key) == 200
+    change(token)
+    assert get_kpis(token.key) == 401
+
+
+def test_a_user_deactivated_in_this_process_is_refused_at_once(clock: Clock, token: Token) -> None:
+    assert get_kpis(token.key) == 200
+    token.user.is_active = False
+    token.user.save()
+    assert get_kpis(token.key) == 401
+
+
+def test_a_failed_check_is_not_remembered(clock: Clock) -> None:
+    key = "f" * 40
+    assert get_kpis(key) == 401
+    user = get_user_model().objects.create_user("erin", password="x" * 20)
+    # Created behind the ORM's back, so no signal forgets anything: only a fresh check sees it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} ({KEY}, user_id, created) VALUES (%s, %s, %s)",
+            [key, user.pk, "2026-01-01 00:00:00"],
+        )
+    assert get_kpis(key) == 200
+
+
+def test_each_request_gets_its_own_user_and_token(clock: Clock, token: Token) -> None:
+    check = CachedTokenAuthentication()
+    first_user, first_token = check.authenticate_credentials(token.key)
+    second_user, second_token = check.authenticate_credentials(token.key)
+    assert first_user == second_user == token.user
+    assert first_user is not second_user and first_token is not second_token
+    assert second_token.user is second_user
+    first_user.first_name = "changed by one request"
+    assert second_user.first_name == ""
