@@ -128,8 +128,8 @@ def main() -> int:
                 for what, (wall, cpu), size in figures:
                     unit = "rows" if what == "raw SQL" else "bytes"
                     print(
-                        f"  KPI {kpi} {what:8} wall {wall:7.2f} ms ({wall / sql_wall:4.1f}x raw)"
-                        f"  CPU {cpu:7.2f} ms ({cpu / sql_cpu:4.1f}x)  {size} {unit}"
+                        f"  KPI {kpi} {what:8} wall {wall:7.2f} ms ({wall / sql_wall:5.2f}x raw)"
+                        f"  CPU {cpu:7.2f} ms ({cpu / sql_cpu:5.2f}x)  {size} {unit}"
                     )
         finally:
             from django.db import connection

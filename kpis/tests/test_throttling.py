@@ -156,7 +156,7 @@ class Clocked(SlicedRateThrottle):
 
     def __init__(self, rate: str, storage: LocMemCache, now: float) -> None:
         self.rate, self.cache, self._now = rate, storage, now
-        self.num_requests, self.duration = self.parse_rate(rate)
+        self.num_requests, self.duration = self.parse_rate(rate)  # type: ignore[assignment]
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return "one-client"
@@ -205,6 +205,7 @@ def test_a_refused_client_may_ask_again_after_the_wait_it_is_given() -> None:
     granted, throttle = ask("3/minute", storage, 30.0)
     assert not granted
     wait = throttle.wait()
+    assert wait is not None
     assert wait == pytest.approx(61.0 - 30.0)  # the slice of 0.5 s stops counting at 61 s
     assert not ask("3/minute", storage, 30.0 + wait - 0.5)[0]
     assert ask("3/minute", storage, 30.0 + wait)[0]
