@@ -20,13 +20,14 @@ class KpisConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
+        from rest_framework.authtoken.models import Token, TokenProxy
 
         from kpis.authentication import forget_checked_tokens
 
         post_migrate.connect(_create_cache_table, sender=self)
-        # A token revoked or a user changed in this process is refused here at once.
-        for model in (Token, get_user_model()):
+        # A token revoked or a user changed in this process is refused here at once. The
+        # admin edits tokens through DRF's TokenProxy, whose signals name that class.
+        for model in (Token, TokenProxy, get_user_model()):
             post_save.connect(forget_checked_tokens, sender=model, dispatch_uid=f"tokens-{model}")
             post_delete.connect(
                 forget_checked_tokens, sender=model, dispatch_uid=f"tokens-del-{model}"

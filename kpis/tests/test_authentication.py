@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.models import Token, TokenProxy
 from rest_framework.test import APIClient
 
 from kpis import authentication
@@ -122,3 +122,13 @@ def test_each_request_gets_its_own_user_and_token(clock: Clock, token: Token) ->
     assert second_token.user is second_user
     first_user.is_active = False  # what one request does to its user
     assert second_user.is_active
+
+
+def test_a_token_changed_in_the_admin_is_seen_at_once(clock: Clock, token: Token) -> None:
+    inactive = get_user_model().objects.create_user("gone", password="x" * 20, is_active=False)
+    assert get_kpis(token.key) == 200
+    # The admin edits tokens through DRF's TokenProxy, whose save signal names that class.
+    proxy = TokenProxy.objects.get(pk=token.pk)
+    proxy.user = inactive
+    proxy.save()
+    assert get_kpis(token.key) == 401
