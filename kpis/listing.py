@@ -55,7 +55,7 @@ def _represent(field: serializers.Field[Any, Any, Any, Any]) -> Convert:
     return lambda value: None if value is None else field.to_representation(value)
 
 
-@functools.cache  # the fields of cached plans: the same objects in every request
+@functools.lru_cache(maxsize=256)  # the fields of cached plans: the same in every request
 def _field_signature(field: serializers.Field[Any, Any, Any, Any]) -> str:
     """Fields of one class and options represent a value alike, whatever their name."""
     options = {
@@ -66,7 +66,7 @@ def _field_signature(field: serializers.Field[Any, Any, Any, Any]) -> str:
     return repr((type(field), sorted(options.items())))
 
 
-@functools.cache  # model fields live as long as the process
+@functools.lru_cache(maxsize=256)  # model fields live as long as the process
 def _model_field_signature(field: models.Field[Any, Any]) -> str:
     """Model fields of one class and options store values alike, whatever their name."""
     return repr(field.deconstruct()[1:])
@@ -113,28 +113,20 @@ class RowColumns(Sequence[dict[str, Any]]):
     """A list of rows held column by column, each column a sequence of represented values.
 
     It reads as the list of row dicts the serializer would give; renderers that know
-    it (their ``renders_row_columns`` is true) write it from the columns. ``plain``
-    says that every value is an int, None, or printable ASCII text without quotes or
-    backslashes: values any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``).
-    ``types`` holds the set of value types of each column.
+    it (their ``renders_row_columns`` is true) write it from the columns. ``types``
+    holds the set of value types of each column. ``plain`` says that every value is an
+    int, None, or printable ASCII text without quotes or backslashes, and so is every
+    name: text any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``).
     """
 
     __slots__ = ("columns", "names", "plain", "types")
 
-    def __init__(
-        self,
-        names: list[str],
-        columns: list[Sequence[Any]],
-        *,
-        plain: bool,
-        types: list[frozenset[type]] | None = None,
-    ) -> None:
+    def __init__(self, names: list[str], columns: list[Sequence[Any]]) -> None:
         if columns and len(columns) != len(names):
             raise ValueError(f"{len(names)} names for {len(columns)} columns")
-        self.names, self.columns, self.plain = names, columns, plain
-        # The types of each column's values, which tell the renderers whether a column
-        # can be written with one string format (e.g. ints only).
-        self.types = types if types is not None else [frozenset(map(type, c)) for c in columns]
+        self.names, self.columns = names, columns
+        self.types = [frozenset(map(type, column)) for column in columns]
+        self.plain = _plain_text(names) and all(map(_plain_column, columns, self.types))
 
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
@@ -171,19 +163,23 @@ class RowColumns(Sequence[dict[str, Any]]):
 
 
 _PLAIN_CELLS = frozenset({int, type(None)})
+_PLAIN_OR_TEXT_CELLS = _PLAIN_CELLS | {str}
 
 
-def _plain_values(values: Iterable[Any]) -> bool:
-    """True when every value is an int, None, or printable ASCII text without ``"`` or ``\\``."""
-    texts = []
-    for value in values:
-        if type(value) is str:
-            texts.append(value)
-        elif type(value) not in _PLAIN_CELLS:
-            return False
+def _plain_text(texts: Iterable[str]) -> bool:
+    """True when all the text is printable ASCII without ``"`` or ``\\``."""
     # One check of all the text at once: each holds for the whole exactly when for every part.
     text = "".join(texts)
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _plain_column(column: Sequence[Any], kinds: frozenset[type]) -> bool:
+    """True when every value of the column is an int, None, or plain text (see _plain_text)."""
+    if kinds <= _PLAIN_CELLS:
+        return True
+    if not kinds <= _PLAIN_OR_TEXT_CELLS:
+        return False
+    return _plain_text(column if kinds == {str} else [v for v in column if type(v) is str])
 
 
 def represent_rows(
@@ -203,30 +199,19 @@ def represent_columns(
     """
     columns = list(values)
     if not columns:
-        return RowColumns(names, [], plain=True)
+        return RowColumns(names, [])
     if len(columns) != len(names):  # the columns would be misnamed
         raise ValueError(f"{len(names)} names for rows of {len(columns)} values")
-    plain = True
     for index, memo in converters:
         column = columns[index]
         try:
             fresh = set(column).difference(memo.seen)
         except TypeError:  # unhashable values, e.g. decoded JSON objects
             columns[index] = list(map(memo.function, column))
-            plain = False
             continue
         memo.seen.update({value: memo.function(value) for value in fresh})
         columns[index] = list(map(memo.seen.__getitem__, column))
-    types = [frozenset(map(type, column)) for column in columns]
-    converted = {index for index, _ in converters}
-    if plain:
-        plain = all(
-            types[index] <= _PLAIN_CELLS for index in range(len(columns)) if index not in converted
-        )
-    if plain:
-        memos = {id(memo): memo for _, memo in converters}.values()  # shared ones once
-        plain = _plain_values(value for memo in memos for value in memo.seen.values())
-    return RowColumns(names, columns, plain=plain, types=types)
+    return RowColumns(names, columns)
 
 
 def represent_values(
@@ -281,10 +266,10 @@ def selected_columns(queryset: QuerySet[Any], plan: RepresentationPlan) -> list[
 
 
 def row_values(queryset: QuerySet[Any], plan: RepresentationPlan) -> QuerySet[Any]:
-    """The value tuples of ``plan``'s columns, for :func:`represent_queryset` or a page.
+    """The query of ``plan``'s columns that :func:`represent_queryset` reads.
 
-    Iterated by the ORM (a page), its values are what the ORM gives for the model's
-    own columns, so :func:`represent_values` takes them as they are.
+    Not for iterating with the ORM: on SQLite its timestamps are text that the ORM's
+    converter alone cannot always read (see :func:`parse_stored_datetime`).
     """
     return queryset.values_list(*selected_columns(queryset, plan))
 
@@ -426,10 +411,9 @@ class ValuesListMixin:
         if plan is None:
             return super().list(request, *args, **kwargs)  # type: ignore[misc]
         queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
-        values = row_values(queryset, plan)
-        page = self.paginate_queryset(values)  # type: ignore[attr-defined]
+        page = self.paginate_queryset(queryset.values_list(*plan.sources))  # type: ignore[attr-defined]
         if page is None:
-            rows = represent_queryset(values, plan)
+            rows = represent_queryset(row_values(queryset, plan), plan)
             if getattr(request.accepted_renderer, "renders_row_columns", False):
                 return Response(rows)
             return Response(list(rows))  # e.g. the browsable API, which expects a list

@@ -109,10 +109,12 @@ class CsvRenderer(BaseRenderer):
 
 
 class JsonRenderer(JSONRenderer):
-    """DRF's JSON renderer; plain rows (ints and ASCII text only) go through orjson.
+    """DRF's JSON renderer, with faster paths for plain rows (``RowColumns.plain``).
 
-    For such values orjson writes exactly the bytes of DRF's compact output, about
-    ten times faster; anything else, or an indented response, takes DRF's path.
+    Plain rows whose every column holds only ints or only text are written with one
+    string format per row; other plain rows (with nulls, or mixed columns) are encoded
+    by orjson. For such values both give exactly the bytes of DRF's compact output.
+    Anything else, or an indented response, takes DRF's path.
     """
 
     renders_row_columns = True
