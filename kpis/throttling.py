@@ -14,7 +14,6 @@ end in 401 (no credentials, a guessed token) would never be limited.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Any
 
 from rest_framework import throttling
@@ -30,12 +29,20 @@ class SlicedRateThrottle(throttling.SimpleRateThrottle):
 
     A request is allowed while fewer than the rate's number of requests were
     allowed in the slices the last period touches: the current one and the 60
-    before it. So the rate is never exceeded in any window of one period; the
-    oldest slice still counts in full, which can refuse a request up to one
-    slice (one second of a minute) sooner than a list of exact times would.
-    The stored state is ``{slice number: requests}``, never more than 61 entries.
+    before it. So, for one server's requests in turn and a clock that does not
+    step back, the rate is never exceeded in any window of one period; the oldest
+    slice still counts in full, which can refuse a request up to one slice (one
+    second of a minute) sooner than a list of exact times would. Requests that
+    several workers serve at the same moment can race, as with DRF's throttles:
+    the cache is read, then written.
+
+    The stored state is the slice length and ``{slice number: requests}``, never
+    more than 61 entries, under its own cache key (DRF's throttles, e.g. in a
+    worker of an older release, keep a list of times under theirs). Counts kept
+    with another slice length (the rate's period changed) are dropped.
     """
 
+    cache_format = "throttle-slices_%(scope)s_%(ident)s"
     # Set by DRF from the rate (the stubs do not declare them).
     num_requests: int
     duration: int
@@ -49,20 +56,29 @@ class SlicedRateThrottle(throttling.SimpleRateThrottle):
         self.now = self.timer()
         current = self._slice(self.now)
         stored = self.cache.get(self.key)
-        if not isinstance(stored, dict):  # nothing yet, or DRF's list of request times
-            stored = Counter(map(self._slice, stored)) if isinstance(stored, list) else {}
+        counts = (
+            stored[1] if isinstance(stored, tuple) and stored[0] == self._slice_seconds() else {}
+        )
+        # The slices of the window; any "later" ones are from before the clock stepped back.
         self.counts = {
-            number: count for number, count in stored.items() if number >= current - SLICES
+            number: count
+            for number, count in counts.items()
+            if current - SLICES <= number <= current
         }
         if sum(self.counts.values()) >= self.num_requests:
             return self.throttle_failure()
         self.counts[current] = self.counts.get(current, 0) + 1
-        # Kept until the slice just counted has left the window.
-        self.cache.set(self.key, self.counts, self.duration + self._slice_seconds())
+        # Kept until the slice just counted has left the window; whole seconds, because the
+        # database cache stores expiry times without their fraction.
+        timeout = math.ceil(self.duration + self._slice_seconds()) + 1
+        self.cache.set(self.key, (self._slice_seconds(), self.counts), timeout)
         return True
 
     def wait(self) -> float | None:
         """Seconds until enough of the oldest slices have left the window for one more request."""
+        if self.num_requests == 0:
+            return float(self.duration)  # never, but DRF's throttles say one period too
+        # Requests that must leave the window before one more fits.
         excess = sum(self.counts.values()) - self.num_requests + 1
         for number in sorted(self.counts):
             excess -= self.counts[number]

@@ -215,14 +215,44 @@ def test_the_stored_state_stays_small_whatever_the_traffic() -> None:
     storage = fresh_cache()
     for step in range(5000):
         ask("100000/minute", storage, step * 0.1)  # ten a second for over eight minutes
-    state = storage.get("one-client")
-    assert isinstance(state, dict)
-    assert len(state) <= SLICES + 1
-    assert sum(state.values()) == 610  # the last 61 one-second slices
+    _, counts = storage.get("one-client")
+    assert len(counts) <= SLICES + 1
+    assert sum(counts.values()) == 610  # the last 61 one-second slices
 
 
-def test_request_times_stored_by_drf_s_own_throttle_still_count() -> None:
+def test_a_new_period_starts_the_counts_afresh() -> None:
     storage = fresh_cache()
-    storage.set("one-client", [30.0, 20.0, 10.0])  # DRF keeps the newest first
-    assert not ask("3/minute", storage, 40.0)[0]
-    assert ask("3/minute", storage, 71.0)[0]  # the request at 10 s has left the window
+    for second in (1.0, 2.0, 3.0):
+        assert ask("3/minute", storage, second)[0]
+    assert not ask("3/minute", storage, 4.0)[0]
+    # Minute slices numbered by the hour would look like slices far in the future.
+    assert [ask("3/hour", storage, second)[0] for second in (5.0, 6.0, 7.0, 8.0)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_a_clock_stepped_back_keeps_the_state_small() -> None:
+    storage = fresh_cache()
+    for second in range(1000, 1061):
+        ask("100000/minute", storage, float(second))
+    ask("100000/minute", storage, 500.0)
+    _, counts = storage.get("one-client")
+    assert len(counts) <= SLICES + 1
+
+
+def test_the_counts_outlive_the_window_in_whole_seconds() -> None:
+    """The database cache stores expiry times without their fraction of a second."""
+    timeouts = []
+
+    class Recording(LocMemCache):
+        def set(self, key: Any, value: Any, timeout: Any = None, version: Any = None) -> None:
+            timeouts.append(timeout)
+            super().set(key, value, timeout, version)
+
+    storage = Recording(f"throttle-{uuid.uuid4().hex}", {})
+    ask("1/second", storage, 10.0)
+    ask("5/minute", storage, 10.0)
+    assert timeouts == [3, 62]  # at least one period and one slice, rounded up, plus a second
