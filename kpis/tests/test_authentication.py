@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token, TokenProxy
 from rest_framework.test import APIClient
 
 from kpis import authentication
-from kpis.authentication import CachedTokenAuthentication
+from kpis.authentication import CachedTokenAuthentication, forget_checked_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +22,7 @@ KEY = connection.ops.quote_name("key")  # a reserved word in MySQL
 
 
 class Clock:
-    """Stands in for ``time.monotonic`` in kpis.authentication."""
+    """Stands in for kpis.authentication's ``monotonic``."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -33,7 +34,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(authentication.time, "monotonic", clock)
+    monkeypatch.setattr(authentication, "monotonic", clock)
     return clock
 
 
@@ -132,3 +133,22 @@ def test_a_token_changed_in_the_admin_is_seen_at_once(clock: Clock, token: Token
     proxy.user = inactive
     proxy.save()
     assert get_kpis(token.key) == 401
+
+
+def test_a_check_under_way_while_a_token_is_revoked_is_not_remembered(
+    clock: Clock, token: Token, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drf_check = TokenAuthentication.authenticate_credentials
+
+    def check_while_another_thread_revokes(self: TokenAuthentication, key: str) -> Any:
+        answer = drf_check(self, key)  # read before the revocation
+        delete_behind_the_orm_s_back(token)
+        forget_checked_tokens()  # what the revoking thread's signal does
+        return answer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            TokenAuthentication, "authenticate_credentials", check_while_another_thread_revokes
+        )
+        assert get_kpis(token.key) == 200  # checked before the change
+    assert get_kpis(token.key) == 401  # but not remembered
