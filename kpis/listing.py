@@ -26,6 +26,7 @@ from django.db.models import Func, QuerySet
 from django.db.models.sql.constants import CURSOR
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.functional import SimpleLazyObject
 from rest_framework import ISO_8601, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -179,7 +180,9 @@ def _plain_column(column: Sequence[Any], kinds: frozenset[type]) -> bool:
         return True
     if not kinds <= _PLAIN_OR_TEXT_CELLS:
         return False
-    return _plain_text(column if kinds == {str} else [v for v in column if type(v) is str])
+    # Each distinct text once: a day's timestamp column holds under 300 of them.
+    texts = set(column) if kinds == {str} else {value for value in column if type(value) is str}
+    return _plain_text(texts)
 
 
 def represent_rows(
@@ -411,7 +414,9 @@ class ValuesListMixin:
         if plan is None:
             return super().list(request, *args, **kwargs)  # type: ignore[misc]
         queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
-        page = self.paginate_queryset(queryset.values_list(*plan.sources))  # type: ignore[attr-defined]
+        # Built only when a page is asked for (``limit``); a plain list reads row_values().
+        values = SimpleLazyObject(lambda: queryset.values_list(*plan.sources))
+        page = self.paginate_queryset(values)  # type: ignore[attr-defined]
         if page is None:
             rows = represent_queryset(row_values(queryset, plan), plan)
             if getattr(request.accepted_renderer, "renders_row_columns", False):
