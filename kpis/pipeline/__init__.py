@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpis.pipeline.files import (
+    DEFAULT_BLOCK_BYTES,
     HOUR,
     INTERVAL,
     INTERVALS_PER_HOUR,
@@ -34,7 +35,6 @@ from kpis.pipeline.keys import key_id_for, subscriber_hash_key
 if TYPE_CHECKING:
     from kpis.pipeline.aggregates import IncompatiblePartial, Partial, PartialBuilder
     from kpis.pipeline.reader import (
-        DEFAULT_BLOCK_BYTES,
         REQUIRED_COLUMNS,
         ReadStats,
         Records,
@@ -48,7 +48,6 @@ _LAZY = {
     "IncompatiblePartial": "kpis.pipeline.aggregates",
     "Partial": "kpis.pipeline.aggregates",
     "PartialBuilder": "kpis.pipeline.aggregates",
-    "DEFAULT_BLOCK_BYTES": "kpis.pipeline.reader",
     "REQUIRED_COLUMNS": "kpis.pipeline.reader",
     "ReadStats": "kpis.pipeline.reader",
     "Records": "kpis.pipeline.reader",
@@ -85,18 +84,17 @@ def aggregate_file(
     path: Path,
     *,
     hash_key: str,
-    block_size: int | None = None,
+    block_size: int = DEFAULT_BLOCK_BYTES,
     on_block: Callable[[], None] | None = None,
 ) -> FileOutcome:
     """Read one raw file into a :class:`Partial`; an unreadable file gives an error instead.
 
-    ``block_size`` defaults to :data:`DEFAULT_BLOCK_BYTES`. Raises
-    ``FileNotFoundError`` if the file disappeared since it was listed.
+    Raises ``FileNotFoundError`` if the file disappeared since it was listed.
     """
     import pyarrow as pa
 
     from kpis.pipeline.aggregates import PartialBuilder
-    from kpis.pipeline.reader import DEFAULT_BLOCK_BYTES, ReadStats, UnreadableFile, read_records
+    from kpis.pipeline.reader import ReadStats, UnreadableFile, read_records
 
     stats = ReadStats()
     builder = PartialBuilder(key_id=key_id_for(hash_key))
@@ -105,7 +103,7 @@ def aggregate_file(
             path,
             hash_key=hash_key,
             stats=stats,
-            block_size=DEFAULT_BLOCK_BYTES if block_size is None else block_size,
+            block_size=block_size,
             on_block=on_block,
         ):
             builder.add(records)

@@ -1,4 +1,4 @@
-"""Input file names, the five-minute grid, and scanning the input folder."""
+"""Input file names, the five-minute grid, scanning the input folder, and the read block size."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# Bytes of CSV parsed at a time (here, not in the reader, so that the default is known
+# without loading pyarrow).
+DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
 INTERVAL = timedelta(minutes=5)
 HOUR = timedelta(hours=1)
 INTERVALS_PER_HOUR = 12

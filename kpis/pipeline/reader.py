@@ -30,9 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from kpis.pipeline.files import DEFAULT_BLOCK_BYTES
+
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 MAX_MSISDN_LENGTH = 64
-DEFAULT_BLOCK_BYTES = 8 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
 # Each piece of a file is parsed in sub-blocks of this size, in parallel.
 _PARSE_BLOCK_BYTES = 64 * 1024 * 1024
