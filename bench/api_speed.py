@@ -58,8 +58,8 @@ def measure(kpi: int, repeat: int) -> list[tuple[str, tuple[float, float], int]]
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from kpis.filters import IntervalFilter
-    from kpis.views import KpiRowsView
+    from kpis.api.filters import IntervalFilter
+    from kpis.api.views import KpiRowsView
 
     start, end = DAY
     query = {"interval_start_timestamp__gte": start, "interval_end_timestamp__lte": end}

@@ -146,8 +146,8 @@ def build_year(*, days: int) -> tuple[int, float]:
 
 def query_plan() -> str:
     """How the database runs the API's one-day query (it must use an index)."""
-    from kpis.filters import IntervalFilter
-    from kpis.views import KpiRowsView
+    from kpis.api.filters import IntervalFilter
+    from kpis.api.views import KpiRowsView
 
     view = KpiRowsView(kwargs={"kpi_id": "1"})
     queryset = IntervalFilter(

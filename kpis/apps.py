@@ -22,7 +22,7 @@ class KpisConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from rest_framework.authtoken.models import Token, TokenProxy
 
-        from kpis.authentication import forget_checked_tokens
+        from kpis.api.authentication import forget_checked_tokens
 
         post_migrate.connect(_create_cache_table, sender=self)
         # A token revoked or a user changed in this process is refused here at once. The

@@ -48,8 +48,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # API responses only: gzip when accepted, then an ETag of the plain body and 304s.
-    "kpis.middleware.ApiGZipMiddleware",
-    "kpis.middleware.ApiConditionalGetMiddleware",
+    "kpis.api.middleware.ApiGZipMiddleware",
+    "kpis.api.middleware.ApiConditionalGetMiddleware",
     # Serves collected static files (admin, browsable API) without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -126,7 +126,7 @@ KPI_INPUT_DIR = Path(envstr("KPI_INPUT_DIR", str(BASE_DIR / "data" / "input")))
 KPI_TOP_N = envint("KPI_TOP_N", 3, minimum=1)
 KPI_GRACE_SECONDS = envint("KPI_GRACE_SECONDS", 60, minimum=0)
 KPI_API_PUBLIC = envbool("KPI_API_PUBLIC", False)
-# Seconds a worker remembers a successful token check (kpis.authentication); 0: never.
+# Seconds a worker remembers a successful token check (kpis.api.authentication); 0: never.
 KPI_API_TOKEN_CACHE_SECONDS = envint("KPI_API_TOKEN_CACHE_SECONDS", 5, minimum=0)
 # Keys the pseudonymous subscriber hashes kept for exact hourly roll-ups. It
 # must stay the same for the life of the data: a new key makes old and new
@@ -151,20 +151,20 @@ KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so that anonymous requests get 401 with WWW-Authenticate.
-        "kpis.authentication.CachedTokenAuthentication",
+        "kpis.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["kpis.permissions.ReadAccess"],
+    "DEFAULT_PERMISSION_CLASSES": ["kpis.api.permissions.ReadAccess"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": [
         # DRF's JSONRenderer, with a faster path for long plain lists of KPI rows.
-        "kpis.renderers.JsonRenderer",
+        "kpis.api.renderers.JsonRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "kpis.throttling.AnonRateThrottle",
-        "kpis.throttling.UserRateThrottle",
+        "kpis.api.throttling.AnonRateThrottle",
+        "kpis.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
@@ -186,7 +186,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"HealthStatusEnum": "kpis.selectors.HEALTH_STATUSES"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "kpis.schema.finish_schema",
+        "kpis.api.schema.finish_schema",
     ],
 }
 

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from kpis.monitoring import MetricsView
-from kpis.views import dashboard
+from kpis.api.views import dashboard
+from kpis.monitoring.views import MetricsView
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
@@ -17,7 +17,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", throttle_classes=[]),
         name="swagger-ui",
     ),
-    path("api/", include("kpis.urls")),
+    path("api/", include("kpis.api.urls")),
     path("api-auth/", include("rest_framework.urls")),
     # Prometheus scrapes /metrics (no trailing slash, as it expects by default).
     path("metrics", MetricsView.as_view(), name="metrics"),

@@ -23,7 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from kpis.authentication import forget_checked_tokens
+from kpis.api.authentication import forget_checked_tokens
 from kpis.models import IntervalType
 from kpis.sampledata import file_name
 

@@ -21,16 +21,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from kpis.authentication import BearerTokenAuthentication, CachedTokenAuthentication
-from kpis.metrics import metrics_exposition
-from kpis.schema import (
+from kpis.api.authentication import BearerTokenAuthentication, CachedTokenAuthentication
+from kpis.api.schema import (
     HEALTH_OPERATION,
     HEALTH_RESPONSE_HEADERS,
     AnonymousSchema,
     health_responses,
 )
+from kpis.api.throttling import SlicedRateThrottle, ThrottleBeforeAuthMixin
+from kpis.monitoring.metrics import metrics_exposition
 from kpis.selectors import data_health
-from kpis.throttling import SlicedRateThrottle, ThrottleBeforeAuthMixin
 
 
 class HealthRateThrottle(SlicedRateThrottle):

@@ -23,8 +23,8 @@ from django.core.cache.backends.locmem import LocMemCache
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kpis.api.throttling import SLICES, SlicedRateThrottle
 from kpis.tests.conftest import database_url
-from kpis.throttling import SLICES, SlicedRateThrottle
 
 REDIS_URL = os.environ.get("KPI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

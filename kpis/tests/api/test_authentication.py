@@ -12,8 +12,8 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token, TokenProxy
 from rest_framework.test import APIClient
 
-from kpis import authentication
-from kpis.authentication import CachedTokenAuthentication, forget_checked_tokens
+from kpis.api import authentication
+from kpis.api.authentication import CachedTokenAuthentication, forget_checked_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ KEY = connection.ops.quote_name("key")  # a reserved word in MySQL
 
 
 class Clock:
-    """Stands in for kpis.authentication's ``monotonic``."""
+    """Stands in for kpis.api.authentication's ``monotonic``."""
 
     def __init__(self) -> None:
         self.now = 1000.0

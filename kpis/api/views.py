@@ -22,14 +22,12 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from kpis.filters import IntervalFilter
-from kpis.listing import ValuesListMixin
-from kpis.models import IntervalLedger, IntervalType, KpiRow, ServiceTrafficVolume
-from kpis.negotiation import FormatParameterNegotiation
-from kpis.pagination import OptionalLimitOffsetPagination
-from kpis.registry import KPIS, KpiDefinition, kpi_get
-from kpis.renderers import CsvRenderer
-from kpis.schema import (
+from kpis.api.filters import IntervalFilter
+from kpis.api.listing import ValuesListMixin
+from kpis.api.negotiation import FormatParameterNegotiation
+from kpis.api.pagination import OptionalLimitOffsetPagination
+from kpis.api.renderers import CsvRenderer
+from kpis.api.schema import (
     CSV_RESPONSE,
     FILTER_PARAMETERS,
     FORMAT_UNDOCUMENTED,
@@ -37,8 +35,10 @@ from kpis.schema import (
     KpiRowsSchema,
     error_responses,
 )
-from kpis.serializers import ROW_SERIALIZERS, IntervalLedgerSerializer, KpiSerializer
-from kpis.throttling import ThrottleBeforeAuthMixin
+from kpis.api.serializers import ROW_SERIALIZERS, IntervalLedgerSerializer, KpiSerializer
+from kpis.api.throttling import ThrottleBeforeAuthMixin
+from kpis.models import IntervalLedger, IntervalType, KpiRow, ServiceTrafficVolume
+from kpis.registry import KPIS, KpiDefinition, kpi_get
 
 _CSV_NOTE = (
     " For CSV send Accept: text/csv (or, from a browser or curl, add format=csv); a paged CSV "

@@ -234,7 +234,7 @@ def test_the_response_is_byte_identical_to_the_saved_one(fixed_database: None, c
     status, content_type, content = fetch(case)
     if os.environ.get("KPI_GOLDEN_UPDATE") == "1":
         _save(case, status, content_type, content)
-        pytest.skip("saved; review the diff of kpis/tests/golden/")
+        pytest.skip("saved; review the diff of kpis/tests/api/golden/")
     saved = json.loads(MANIFEST.read_text())[case.name]
     assert (status, content_type) == (saved["status"], saved["content_type"])
     assert content == body_file(case.name, content_type).read_bytes()

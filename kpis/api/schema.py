@@ -18,11 +18,11 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
-from kpis.filters import EARLIEST_DATE, LATEST_DATE
-from kpis.middleware import API_PATH_PREFIXES, body_etag
+from kpis.api.filters import EARLIEST_DATE, LATEST_DATE
+from kpis.api.middleware import API_PATH_PREFIXES, body_etag
+from kpis.api.renderers import CsvRenderer
+from kpis.api.serializers import DetailErrorSerializer, HealthSerializer
 from kpis.registry import KPIS, KpiDefinition
-from kpis.renderers import CsvRenderer
-from kpis.serializers import DetailErrorSerializer, HealthSerializer
 
 FILTER_NAMES = ["interval_start_timestamp__gte", "interval_end_timestamp__lte", "interval"]
 PAGING_NAMES = ["limit", "offset"]
@@ -304,7 +304,7 @@ _HEALTH_EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-# The tag of the KPI list: the API's ETag is a digest of the body (kpis.middleware.body_etag).
+# The tag of the KPI list: the API's ETag is a digest of the body (kpis.api.middleware.body_etag).
 _ETAG_EXAMPLE = body_etag(JSONRenderer().render(_KPI_LIST))
 _ETAG = {
     "schema": {"type": "string"},

@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from kpis.listing import (
+from kpis.api.listing import (
     Memo,
     RepresentationPlan,
     RowColumns,
@@ -28,13 +28,13 @@ from kpis.listing import (
     representation_plan,
     row_values,
 )
-from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
-from kpis.renderers import CsvRenderer, JsonRenderer
-from kpis.serializers import (
+from kpis.api.renderers import CsvRenderer, JsonRenderer
+from kpis.api.serializers import (
     CellUniqueUsersSerializer,
     IntervalLedgerSerializer,
     ServiceTrafficVolumeSerializer,
 )
+from kpis.models import CellUniqueUsers, IntervalLedger, IntervalType, ServiceTrafficVolume
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Model
 from django.http import QueryDict
 
-from kpis.filters import IntervalFilter
+from kpis.api.filters import IntervalFilter
 from kpis.models import CellUniqueUsers, IntervalLedger, ServiceTrafficVolume
 
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from kpis import monitoring, views
+from kpis.api import views
+from kpis.monitoring import views as monitoring
 from kpis.registry import KPIS
 
 urlpatterns = [

@@ -33,7 +33,7 @@ from kpis.tests.conftest import InputFolder, RunResult, utc
 from kpis.tests.faults import Snapshot, assert_part_of, database_clear, database_snapshot
 
 # The same scenario and subprocess helpers as the crash tests.
-from kpis.tests.test_reliability import NOW, POPULATION, START, finish, update_process
+from kpis.tests.management.test_reliability import NOW, POPULATION, START, finish, update_process
 
 HASH_KEY = "0123456789abcdef"
 LATER_NS = 1_767_580_000_000_000_000

@@ -117,7 +117,7 @@ class RowColumns(Sequence[dict[str, Any]]):
     it (their ``renders_row_columns`` is true) write it from the columns. ``types``
     holds the set of value types of each column. ``plain`` says that every value is an
     int, None, or printable ASCII text without quotes or backslashes, and so is every
-    name: text any JSON encoder writes alike (see ``kpis.renderers.JsonRenderer``).
+    name: text any JSON encoder writes alike (see ``kpis.api.renderers.JsonRenderer``).
     """
 
     __slots__ = ("columns", "names", "plain", "types")

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from kpis.models import IntervalType, ServiceTrafficVolume
-from kpis.tests.test_responses_unchanged import TOKEN, build_database
+from kpis.tests.api.test_responses_unchanged import TOKEN, build_database
 
 pytestmark = pytest.mark.django_db
 

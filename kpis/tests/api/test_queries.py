@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from kpis.filters import IntervalFilter
+from kpis.api.filters import IntervalFilter
+from kpis.api.views import KpiRowsView
 from kpis.models import ServiceTrafficVolume
 from kpis.tests.conftest import utc
-from kpis.views import KpiRowsView
 
 ONE_DAY = {
     "interval_start_timestamp__gte": "2025-06-01T00:00:00Z",

@@ -14,7 +14,7 @@ import orjson
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.settings import api_settings
 
-from kpis.listing import RowColumns
+from kpis.api.listing import RowColumns
 
 # Written by the csv module exactly as given (a bool is not an int here: type() is exact).
 _AS_IS = frozenset({int, str})

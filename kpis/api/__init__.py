@@ -1,0 +1,1 @@
+"""The read side: the REST API, its documents and the dashboard page."""

@@ -1,0 +1,1 @@
+"""What a monitor reads: /api/health/ and the Prometheus /metrics."""
