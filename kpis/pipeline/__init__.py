@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpis.pipeline.files import (
@@ -31,6 +30,7 @@ from kpis.pipeline.files import (
     scan_input_dir,
 )
 from kpis.pipeline.keys import key_id_for, subscriber_hash_key
+from kpis.pipeline.location import InputPath
 
 if TYPE_CHECKING:
     from kpis.pipeline.aggregates import IncompatiblePartial, Partial, PartialBuilder
@@ -81,7 +81,7 @@ class FileOutcome:
 
 
 def aggregate_file(
-    path: Path,
+    path: InputPath,
     *,
     hash_key: str,
     block_size: int = DEFAULT_BLOCK_BYTES,

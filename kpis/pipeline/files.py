@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kpis.pipeline.location import InputPath, input_join, is_url, list_objects
+
 logger = logging.getLogger(__name__)
 
 # Bytes of CSV parsed at a time (here, not in the reader, so that the default is known
@@ -33,7 +35,7 @@ class InputFile:
     """A raw file in the input folder, with what its name and stat say."""
 
     name: str
-    path: Path
+    path: InputPath  # a local path, or the URL of an object in a bucket
     epoch_ms: int
     size: int
     mtime_ns: int
@@ -74,14 +76,21 @@ def floor_to_interval(moment: datetime) -> datetime:
     return moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
 
 
-def scan_input_dir(directory: Path) -> list[InputFile]:
-    """List the raw files in ``directory``, oldest interval first.
+def scan_input_dir(directory: InputPath) -> list[InputFile]:
+    """List the raw files in ``directory`` (a folder or an ``s3://`` prefix), oldest first.
 
     Names outside the contract (a ``.tmp`` being written, a README) are
     ignored, and so are symbolic links and anything that is not a regular
     file: a link could lead outside the folder.
     """
     found: list[InputFile] = []
+    if is_url(directory):
+        for name, size, token in list_objects(str(directory)):
+            epoch_ms = parse_file_name(name)
+            if epoch_ms is not None:
+                found.append(InputFile(name, input_join(directory, name), epoch_ms, size, token))
+        found.sort(key=lambda f: (f.epoch_ms, f.name))
+        return found
     with os.scandir(directory) as entries:
         for entry in entries:
             epoch_ms = parse_file_name(entry.name)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from kpis.pipeline.files import DEFAULT_BLOCK_BYTES
+from kpis.pipeline.location import InputPath, input_name, open_input
 
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 MAX_MSISDN_LENGTH = 64
@@ -101,7 +101,7 @@ class ReadStats:
 
 
 def read_records(
-    path: Path,
+    path: InputPath,
     *,
     hash_key: str,
     stats: ReadStats,
@@ -115,7 +115,7 @@ def read_records(
     cannot be parsed (missing column, not CSV, broken gzip).
     """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is done
+        raw = open_input(path)  # closed below, after the generator is done
     except FileNotFoundError:
         raise
     except OSError as error:
@@ -125,7 +125,9 @@ def read_records(
         buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
         stream = cast(
             IO[bytes],
-            gzip.GzipFile(fileobj=buffered, mode="rb") if path.name.endswith(".gz") else buffered,
+            gzip.GzipFile(fileobj=buffered, mode="rb")
+            if input_name(path).endswith(".gz")
+            else buffered,
         )
         try:
             yield from _read_stream(stream, hash_key, stats, block_size, on_block)

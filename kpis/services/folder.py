@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from kpis.pipeline import INTERVAL, InputFile, interval_start_for_epoch_ms, parse_file_name
+from kpis.pipeline.location import InputPath, input_join, is_url, list_objects
 
 logger = logging.getLogger("kpis.update")
 
@@ -34,8 +34,8 @@ def interval_key(epoch_ms: int) -> int:
 class FolderListing:
     """Every contract file of the input folder, as ``stat`` saw it."""
 
-    directory: Path
-    # name -> (epoch_ms, size, mtime_ns)
+    directory: InputPath  # a folder, or an s3:// prefix
+    # name -> (epoch_ms, size, mtime_ns); for an object, a token of its ETag stands for mtime_ns
     stats: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def span(self) -> tuple[datetime, datetime]:
@@ -65,7 +65,7 @@ class FolderListing:
             files.append(
                 InputFile(
                     name=name,
-                    path=self.directory / name,
+                    path=input_join(self.directory, name),
                     epoch_ms=epoch_ms,
                     size=size,
                     mtime_ns=mtime_ns,
@@ -82,13 +82,20 @@ class FolderListing:
         return [name for name, stat in self.stats.items() if interval_key(stat[0]) in keys]
 
 
-def folder_list(directory: Path) -> FolderListing:
-    """List the contract files of ``directory``.
+def folder_list(directory: InputPath) -> FolderListing:
+    """List the contract files of ``directory``, a folder or an ``s3://`` prefix.
 
     Same rules as :func:`kpis.pipeline.scan_input_dir`: other names are ignored,
-    and so are symbolic links and anything that is not a regular file.
+    and so are symbolic links and anything that is not a regular file. A prefix
+    costs one listing (one request per 1,000 objects) and no object read.
     """
     listing = FolderListing(directory)
+    if is_url(directory):
+        for name, size, token in list_objects(str(directory)):
+            epoch_ms = parse_file_name(name)
+            if epoch_ms is not None:
+                listing.stats[name] = (epoch_ms, size, token)
+        return listing
     # Through a descriptor of the folder, each stat resolves one name, not the whole path.
     folder = os.open(directory, os.O_RDONLY)
     try:

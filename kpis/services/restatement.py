@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +28,7 @@ from kpis.models import (
     IntervalType,
 )
 from kpis.pipeline import HOUR, INTERVAL, InputFile, hour_start_for
+from kpis.pipeline.location import InputPath, input_parent, open_input, parse_input_location
 
 logger = logging.getLogger("kpis.update")
 
@@ -43,13 +43,15 @@ def final_hours_before(*, now: datetime, window: timedelta) -> datetime:
     return now - window - HOUR
 
 
-def restate_command(hour_start: datetime, *, input_dir: Path | None = None) -> str:
+def restate_command(hour_start: datetime, *, input_dir: InputPath | None = None) -> str:
     """The command that restates ``hour_start`` from the raw files."""
     command = (
         "python manage.py update_network_stats "
         f"--since {hour_start:%Y-%m-%dT%H:%MZ} --until {hour_start + HOUR:%Y-%m-%dT%H:%MZ}"
     )
-    if input_dir is not None and Path(input_dir) != Path(settings.KPI_INPUT_DIR):
+    if input_dir is not None and parse_input_location(input_dir) != parse_input_location(
+        settings.KPI_INPUT_DIR
+    ):
         command += f" --input-dir {input_dir}"
     return command
 
@@ -99,10 +101,10 @@ class TooLateFile:
         return hour_start_for(self.interval_start)
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, read in blocks."""
+def file_sha256(path: InputPath) -> str:
+    """The sha256 of a file's or object's bytes, read in blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         while chunk := handle.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
@@ -166,7 +168,7 @@ def too_late_files_record(*, files: list[InputFile]) -> list[TooLateFile]:
                     "files run: %s",
                     input_file.name,
                     f"{hour_start_for(start):%Y-%m-%dT%H:%MZ}",
-                    restate_command(hour_start_for(start), input_dir=input_file.path.parent),
+                    restate_command(hour_start_for(start), input_dir=input_parent(input_file.path)),
                 )
             _ledger_count_too_late(start=start, interval=IntervalType.FIVE_MINUTES)
             _ledger_count_too_late(start=hour_start_for(start), interval=IntervalType.ONE_HOUR)

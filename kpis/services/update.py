@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -44,6 +43,9 @@ from kpis.pipeline.executors import (
     WorkerLost,
     executor_for,
 )
+
+# Object storage: the input may be an s3:// prefix (see kpis/pipeline/location.py).
+from kpis.pipeline.location import InputPath, input_exists, input_join
 from kpis.registry import KPIS
 from kpis.services.folder import FolderListing, folder_list
 from kpis.services.restatement import (
@@ -72,7 +74,7 @@ _WAIT_SECONDS = 1.0
 class UpdateConfig:
     """Everything one run needs to know; built by the command from settings and options."""
 
-    input_dir: Path
+    input_dir: InputPath  # a folder, or an s3:// prefix
     now: datetime
     top_n: int
     grace: timedelta
@@ -463,7 +465,7 @@ def _dirty_files(listing: FolderListing, config: UpdateConfig) -> set[str]:
             continue
         if record.size == size and record.sha256:
             try:
-                same = file_sha256(listing.directory / name) == record.sha256
+                same = file_sha256(input_join(listing.directory, name)) == record.sha256
             except FileNotFoundError:
                 continue
             if same:  # touched, not changed: remember the new time and move on
@@ -518,7 +520,7 @@ def _read_collect(
         except executor.lost:
             raise
         except FileNotFoundError:
-            if not (executor.remote and input_file.path.exists()):
+            if not (executor.remote and input_exists(input_file.path)):
                 logger.warning("file %s disappeared before it could be read", input_file.name)
                 continue
             # Here but not there: the worker does not see the input folder.

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TextIO
 
 from django.conf import settings
@@ -22,6 +21,14 @@ from django.db import DatabaseError, transaction
 from kpis.models import IntervalType
 from kpis.pipeline import subscriber_hash_key
 from kpis.pipeline.executors import ExecutorConfig, ExecutorFailed, SchedulerUnreachable
+from kpis.pipeline.location import (
+    InputUnreachable,
+    check_input_location,
+    describe_storage_error,
+    is_storage_error,
+    is_url,
+    parse_input_location,
+)
 from kpis.services import (
     IntervalResult,
     LockBusy,
@@ -138,9 +145,9 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--input-dir",
-            type=Path,
+            type=parse_input_location,
             default=None,
-            help="Folder of raw files (default: KPI_INPUT_DIR).",
+            help="Folder or s3://bucket/prefix/ of raw files (default: KPI_INPUT_DIR).",
         )
         parser.add_argument(
             "--dry-run",
@@ -184,9 +191,11 @@ class Command(BaseCommand):
             return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        input_dir: Path = options["input_dir"] or Path(settings.KPI_INPUT_DIR)
-        if not input_dir.is_dir():
-            raise CommandError(f"input folder {input_dir} does not exist or is not a folder")
+        input_dir = options["input_dir"] or parse_input_location(settings.KPI_INPUT_DIR)
+        try:
+            check_input_location(input_dir)
+        except InputUnreachable as error:
+            raise CommandError(str(error)) from error
         config = UpdateConfig(
             input_dir=input_dir,
             now=options["now"] or datetime.now(UTC),
@@ -219,6 +228,17 @@ class Command(BaseCommand):
             raise CommandError(f"database error, nothing half-written was kept: {error}") from error
         except (SchedulerUnreachable, ExecutorFailed) as error:
             raise CommandError(str(error)) from error
+        except InputUnreachable as error:
+            raise CommandError(str(error)) from error
+        except Exception as error:
+            # The object storage lost in the middle of a run: the interval being
+            # written was rolled back with its transaction; the next run redoes it.
+            if not (is_url(input_dir) and is_storage_error(error)):
+                raise
+            raise CommandError(
+                describe_storage_error(error, str(input_dir))
+                + "; nothing half-written was kept, the next run completes the work"
+            ) from error
         finally:
             observer.close()
         self._run_record.summary = summary
