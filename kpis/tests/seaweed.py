@@ -175,3 +175,45 @@ def _wait_until_ready(server: SeaweedServer) -> None:
         time.sleep(0.5)
     server.stop()
     raise RuntimeError(f"weed did not serve S3 within {_START_SECONDS:.0f} s: {last}")
+
+
+class BucketMirror:
+    """A bucket prefix kept equal to a local folder: what a test writes there, a probe uploads.
+
+    Before each run the folder's files are uploaded when new or changed and deleted
+    from the bucket when gone, so the folder tests run unchanged against a bucket.
+    A file only touched (same bytes) is not uploaded again: an object has no mtime.
+    """
+
+    def __init__(self, filesystem: Any, bucket: str, folder: Path, prefix: str = "input/"):
+        self.filesystem = filesystem
+        self.bucket = bucket
+        self.folder = folder
+        self.prefix = prefix
+        self._uploaded: dict[str, bytes] = {}
+
+    @property
+    def url(self) -> str:
+        """The ``KPI_INPUT_DIR`` of this bucket."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, name: str) -> str:
+        return f"{self.bucket}/{self.prefix}{name}"
+
+    def forget(self, name: str) -> None:
+        """Stop mirroring ``name`` (the test removed the object itself)."""
+        self._uploaded.pop(name, None)
+
+    def sync(self) -> None:
+        here = {
+            path.name: path.read_bytes()
+            for path in self.folder.iterdir()
+            if path.is_file() and not path.is_symlink()
+        }
+        for name, data in here.items():
+            if self._uploaded.get(name) != data:
+                self.filesystem.pipe(self.key(name), data)
+                self._uploaded[name] = data
+        for name in set(self._uploaded) - set(here):
+            self.filesystem.rm(self.key(name))
+            del self._uploaded[name]
