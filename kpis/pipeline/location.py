@@ -174,11 +174,12 @@ def is_storage_error(error: BaseException) -> bool:
 
 
 def check_input_location(location: InputPath) -> None:
-    """Fail early, before anything is written, when the input cannot be listed.
+    """Fail early, before anything is written, when the input folder is missing.
 
-    Raises :class:`InputUnreachable` whose one line names the setting to fix.
+    Raises :class:`InputUnreachable` whose one line names the setting to fix. A
+    bucket is not listed twice: the run's listing, its first step, raises the same.
     """
     if is_url(location):
-        list_objects(str(location))
-    elif not Path(location).is_dir():
+        return  # the run's one listing is the check: it raises InputUnreachable first thing
+    if not Path(location).is_dir():
         raise InputUnreachable(f"input folder {location} does not exist or is not a folder")

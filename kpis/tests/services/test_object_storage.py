@@ -8,7 +8,9 @@ mirrors the test's folder. Same files, same KPIs, same ledger.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,8 +22,10 @@ from kpis.models import (
     ServiceTrafficVolume,
 )
 from kpis.pipeline import location, reader
+from kpis.sampledata import Population, file_name, write_sample_files
 from kpis.services import update
-from kpis.tests.conftest import InputFolder, RunResult
+from kpis.tests.conftest import InputFolder, RunResult, utc
+from kpis.tests.faults import database_clear
 from kpis.tests.seaweed import SECRET_KEY, BucketMirror
 from kpis.tests.services import test_restatement, test_services
 from kpis.tests.services.test_restatement import processed
@@ -205,3 +209,82 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class RequestCounter:
+    """The S3 operations an s3fs filesystem sends, by name (ListObjectsV2, GetObject, ...)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def attach(self, filesystem: Any) -> None:
+        filesystem.connect()
+        filesystem.s3.meta.events.register("before-call.s3", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+
+@pytest.mark.slow
+def test_a_run_over_an_unchanged_bucket_lists_once_and_reads_nothing(
+    input_folder: InputFolder, run_update: Run, input_bucket: BucketMirror
+) -> None:
+    # More than one listing page (1,000 keys each), every object already processed.
+    objects = {
+        input_bucket.key(file_name(interval_start=utc("2021-07-18T00:00"), part=part)): (
+            b"msisdn,cell_id,service_id,bytes_uplink,bytes_downlink\n%d,1,1,1,1\n" % part
+        )
+        for part in range(1_100)
+    }
+    input_bucket.filesystem.pipe(objects)
+    assert run_update("2021-07-18T01:00Z", "--workers", "1").exit_code == 0
+    counter = RequestCounter()
+    counter.attach(location._filesystem())
+
+    result = run_update("2021-07-18T01:00Z", "--workers", "1")
+
+    assert "intervals processed: 0" in result.stdout
+    assert counter.calls == Counter({"ListObjectsV2": 2})
+
+
+@pytest.fixture
+def bucket_dask_cluster(input_bucket: BucketMirror) -> Iterator[str]:
+    """Two Dask worker processes started with the AWS variables set, as on real machines."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.mark.slow
+def test_dask_workers_read_the_bucket_themselves_with_the_same_results(
+    input_folder: InputFolder,
+    run_update: Run,
+    input_bucket: BucketMirror,
+    bucket_dask_cluster: str,
+    settings: Any,
+) -> None:
+    write_sample_files(
+        input_folder.path,
+        start=utc("2021-07-18T00:00"),
+        intervals=4,
+        parts=2,
+        rows=200,
+        population=Population(subscribers=60, cells=8, services=6, seed=3),
+    )
+    assert run_update("2021-07-18T01:10Z", "--workers", "1").exit_code == 0
+    in_process = test_services.snapshot()
+    database_clear()
+    settings.KPI_DASK_SCHEDULER = bucket_dask_cluster
+
+    on_dask = run_update("2021-07-18T01:10Z")
+
+    assert on_dask.exit_code == 0, on_dask.stderr
+    assert test_services.snapshot() == in_process
