@@ -53,6 +53,7 @@ class SeaweedServer:
     endpoint: str
     process: subprocess.Popen[bytes]
     log: Path
+    metrics: str = ""  # the S3 gateway's Prometheus endpoint (counts requests by action)
 
     def environ(self) -> dict[str, str]:
         """The AWS variables of a client of this server."""
@@ -120,6 +121,7 @@ def seaweed_server(directory: Path) -> Iterator[SeaweedServer]:
         "filer.port.grpc",
         "s3.port",
         "s3.port.grpc",
+        "s3.metricsPort",
         "admin.port",
         "admin.port.grpc",
         "webdav.port",
@@ -146,7 +148,10 @@ def seaweed_server(directory: Path) -> Iterator[SeaweedServer]:
             cwd=directory,
         )
     server = SeaweedServer(
-        endpoint=f"http://127.0.0.1:{ports['s3.port']}", process=process, log=log
+        endpoint=f"http://127.0.0.1:{ports['s3.port']}",
+        process=process,
+        log=log,
+        metrics=f"http://127.0.0.1:{ports['metricsPort']}",
     )
     try:
         _wait_until_ready(server)
@@ -196,6 +201,11 @@ class BucketMirror:
     def url(self) -> str:
         """The ``KPI_INPUT_DIR`` of this bucket."""
         return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def state_url(self) -> str:
+        """A ``KPI_STATE_URL`` in the same bucket, beside the input."""
+        return f"s3://{self.bucket}/state/"
 
     def key(self, name: str) -> str:
         return f"{self.bucket}/{self.prefix}{name}"
