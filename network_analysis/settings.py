@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kpis.pipeline.location import parse_input_location
 from network_analysis.env import (
     cache_from_url,
     cpus_available,
@@ -122,7 +123,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # --- The KPI pipeline -------------------------------------------------------
-KPI_INPUT_DIR = Path(envstr("KPI_INPUT_DIR", str(BASE_DIR / "data" / "input")))
+# A folder (Path), or an s3://bucket/prefix/ URL (str) read through s3fs.
+KPI_INPUT_DIR = parse_input_location(envstr("KPI_INPUT_DIR", str(BASE_DIR / "data" / "input")))
 KPI_TOP_N = envint("KPI_TOP_N", 3, minimum=1)
 KPI_GRACE_SECONDS = envint("KPI_GRACE_SECONDS", 60, minimum=0)
 KPI_API_PUBLIC = envbool("KPI_API_PUBLIC", False)

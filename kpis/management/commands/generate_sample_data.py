@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from kpis.management.commands.update_network_stats import parse_moment
 from kpis.pipeline import floor_to_interval
@@ -42,6 +42,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["output_dir"] is None and isinstance(settings.KPI_INPUT_DIR, str):
+            raise CommandError(
+                f"KPI_INPUT_DIR={settings.KPI_INPUT_DIR} is a bucket: sample data is written to "
+                "a folder, so pass --output-dir (then upload the files)"
+            )
         output_dir: Path = options["output_dir"] or Path(settings.KPI_INPUT_DIR)
         population = Population(
             subscribers=options["subscribers"],

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from kpis.models import (
     CellUniqueUsers,
@@ -288,3 +289,20 @@ def test_dask_workers_read_the_bucket_themselves_with_the_same_results(
 
     assert on_dask.exit_code == 0, on_dask.stderr
     assert test_services.snapshot() == in_process
+
+
+def test_kpi_input_dir_names_the_bucket_for_the_command(
+    input_folder: InputFolder, input_bucket: BucketMirror, settings: Any
+) -> None:
+    from django.conf import settings as django_settings
+
+    from kpis.pipeline.location import parse_input_location
+
+    input_folder.write("2021-07-18T00:00", [("a", 1, 1, 10, 0)])
+    input_bucket.sync()
+    settings.KPI_INPUT_DIR = parse_input_location(input_bucket.url)
+    assert input_bucket.url == django_settings.KPI_INPUT_DIR
+
+    call_command("update_network_stats", "--now", "2021-07-18T01:00Z", "--no-progress")
+
+    assert test_services.services(1, "2021-07-18T00:00") == [(1, 10)]
