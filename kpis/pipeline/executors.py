@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal, ParamSpec, TypeVar
 
+from kpis.pipeline.location import storage_environment
+
 logger = logging.getLogger("kpis.update")
 
 _P = ParamSpec("_P")
@@ -118,8 +120,8 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=_exit_with_caller,
-        initargs=(alive,),
+        initializer=_worker_start,
+        initargs=(alive, storage_environment()),
     )
     # Workers hold the reading end; this process alone holds the writing end,
     # which the OS closes when this process ends, however it ends.
@@ -129,6 +131,17 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
 
 
 _pool_lifelines: dict[int, Connection] = {}
+
+
+def _worker_start(alive: Connection, environment: dict[str, str | None]) -> None:
+    # The fork server keeps the environment it was started with; a worker reads
+    # objects with the caller's object-storage variables as they are now.
+    for variable, value in environment.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+    _exit_with_caller(alive)
 
 
 def _exit_with_caller(alive: Connection) -> None:

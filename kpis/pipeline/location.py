@@ -59,6 +59,11 @@ _AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_UR
 _filesystems: dict[tuple[str | None, ...], Any] = {}
 
 
+def storage_environment() -> dict[str, str | None]:
+    """The AWS variables of this process (None where unset), for its local worker processes."""
+    return {variable: os.environ.get(variable) for variable in _AWS_VARIABLES}
+
+
 def _filesystem() -> Any:
     """One s3fs filesystem per value of the AWS variables (changed keys take effect)."""
     import fsspec
