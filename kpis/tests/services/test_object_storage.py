@@ -7,6 +7,7 @@ mirrors the test's folder. Same files, same KPIs, same ledger.
 
 from __future__ import annotations
 
+import io
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from kpis.models import (
     CellUniqueUsers,
@@ -306,3 +308,20 @@ def test_kpi_input_dir_names_the_bucket_for_the_command(
     call_command("update_network_stats", "--now", "2021-07-18T01:00Z", "--no-progress")
 
     assert test_services.services(1, "2021-07-18T00:00") == [(1, 10)]
+
+
+def test_an_empty_prefix_is_an_empty_folder_and_a_missing_bucket_is_named(
+    input_folder: InputFolder, run_update: Run, input_bucket: BucketMirror
+) -> None:
+    assert run_update("2021-07-18T01:00Z").exit_code == 0
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="KPI_INPUT_DIR: the bucket of s3://no-such-bucket/"):
+        call_command(
+            "update_network_stats",
+            "--now",
+            "2021-07-18T01:00Z",
+            "--input-dir",
+            "s3://no-such-bucket/input/",
+            stdout=out,
+        )
