@@ -53,6 +53,19 @@ class TestLateAndChangedFilesFromABucket(test_services.TestLateAndChangedFiles):
     def test_a_touched_but_unchanged_file_is_not_recomputed(self) -> None:  # type: ignore[override]
         pytest.skip("an object has no mtime to touch; a re-upload of the same bytes is below")
 
+    def test_the_same_bytes_uploaded_again_are_not_read_again(
+        self, input_folder: InputFolder, run_update: Run, input_bucket: BucketMirror
+    ) -> None:
+        path = input_folder.write("2021-07-18T00:00", [("a", 1, 1, 10, 0)])
+        assert run_update("2021-07-18T00:10Z").exit_code == 0
+        input_bucket.filesystem.pipe(input_bucket.key(path.name), path.read_bytes())
+
+        result = run_update("2021-07-18T00:10Z")
+
+        assert "intervals processed: 0" in result.stdout
+        record = InputFileRecord.objects.get(name=path.name)
+        assert record.interval_revision == 1
+
 
 class TestBadInputFromABucket(test_services.TestBadInput):
     pass
