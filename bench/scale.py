@@ -541,6 +541,16 @@ def machine_line() -> str:
     )
 
 
+def skipped_sides(args: argparse.Namespace) -> list[str]:
+    """A sentence naming the sides this run left out, so a table is not read as complete."""
+    left_out = [
+        *(["MariaDB"] if "mysql" not in args.database else []),
+        *(["2 Dask workers"] if not args.dask and "scale-hour" in args.cases else []),
+        *(name for name in ("DuckDB", "Polars") if name.lower() not in args.references),
+    ]
+    return [f"Not run this time: {', '.join(left_out)}."] if left_out else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -646,6 +656,7 @@ def main() -> None:
             "## At an operator's volume (`bench/scale.py`)",
             f"Machine: {machine}. Scale {args.scale:g}.",
             *tables,
+            *skipped_sides(args),
             "Memory: peak of the summed RSS of the whole process tree (tree) and of its largest "
             "process, sampled every 20 ms. Growth and state store per hour of input. The Dask row "
             "counts the scheduler and workers. Figures from a shared, loaded machine are "
