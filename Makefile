@@ -49,9 +49,13 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-## bench: the update command against DuckDB and Polars (BENCH_BIG=1: and a 5 GB file)
+## bench: the update command against DuckDB and Polars (BENCH_BIG=1: and a 5 GB file), then the
+## scale hour (12 x 5 M rows) and a 10 M-row file (BENCH_SCALE=0.02 for a small model;
+## BENCH_DATABASES=sqlite: no MariaDB; BENCH_REFERENCES=duckdb: no Polars; BENCH_DASK=1: and on
+## 2 Dask workers; BENCH_REPEAT_BIG=2; BENCH_SCALE_ARGS=--help for the rest)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale.py --mysql-url $(MYSQL_URL) $(BENCH_SCALE_ARGS)
 
 ## load: a year of rows served by gunicorn under wrk while update_network_stats runs (loopback);
 ## DATABASE=mysql runs it on MariaDB/MySQL (a throwaway <MYSQL_URL name>_load database)

@@ -473,7 +473,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--top-n", type=int, default=3)
     parser.add_argument(
-        "--repeat", type=int, default=1, help="Runs of each measure; the median is shown."
+        "--repeat",
+        type=int,
+        default=int(os.environ.get("BENCH_REPEAT", "3")),
+        help="Runs of each measure; the median is shown (also BENCH_REPEAT).",
     )
     parser.add_argument(
         "--no-scaling", action="store_true", help="Skip the scaling table of the 12-file hour."
