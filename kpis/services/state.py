@@ -13,8 +13,10 @@ from kpis.models import (
 if TYPE_CHECKING:
     from kpis.pipeline import Partial
 
-# MySQL refuses packets above max_allowed_packet (16 MiB by default).
+# MySQL refuses packets above max_allowed_packet (16 MiB by default): a state is cut
+# into slices, and at most this many slices go out in one INSERT (8 MiB a packet).
 STATE_SLICE_BYTES = 4 * 1024 * 1024
+SLICES_PER_INSERT = 2
 
 
 def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
@@ -22,8 +24,11 @@ def file_state_save(*, record: InputFileRecord, partial: Partial) -> None:
     FileState.objects.filter(file=record).delete()
     data = partial.to_bytes()
     FileState.objects.bulk_create(
-        FileState(file=record, seq=seq, data=data[offset : offset + STATE_SLICE_BYTES])
-        for seq, offset in enumerate(range(0, len(data), STATE_SLICE_BYTES))
+        (
+            FileState(file=record, seq=seq, data=data[offset : offset + STATE_SLICE_BYTES])
+            for seq, offset in enumerate(range(0, len(data), STATE_SLICE_BYTES))
+        ),
+        batch_size=SLICES_PER_INSERT,
     )
 
 
