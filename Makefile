@@ -34,11 +34,13 @@ demo: $(BIN)/.installed
 ## test: the whole suite on SQLite
 test: $(BIN)/.installed
 	scripts/os-packages.sh browser
+	scripts/os-packages.sh promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-mysql: the same suite on MariaDB/MySQL (MYSQL_URL)
 test-mysql: $(BIN)/.installed
 	scripts/os-packages.sh browser
+	scripts/os-packages.sh promtool
 	DATABASE_URL=$(MYSQL_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: test test-mysql

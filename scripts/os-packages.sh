@@ -3,6 +3,7 @@
 # the packages; elsewhere it says exactly what to run.
 #   scripts/os-packages.sh           headers and pkg-config to build mysqlclient
 #   scripts/os-packages.sh browser   Chromium and its driver, for the dashboard's browser test
+#   scripts/os-packages.sh promtool  Prometheus' promtool, to check /metrics and the alert rules
 set -euo pipefail
 need="${1:-mysqlclient}"
 case "$need" in
@@ -24,8 +25,17 @@ browser)
     why="the dashboard's browser test needs Debian's Chromium and ChromeDriver"
     others=""
     ;;
+promtool)
+    if command -v promtool >/dev/null 2>&1; then
+        exit 0
+    fi
+    # Debian ships promtool only with the server's package; the tests need only promtool.
+    packages="--no-install-recommends prometheus"
+    why="the monitoring tests check /metrics and the alert rules with Prometheus' promtool"
+    others="  elsewhere:      promtool from a Prometheus release, on the PATH"
+    ;;
 *)
-    echo "usage: $0 [mysqlclient|browser]" >&2
+    echo "usage: $0 [mysqlclient|browser|promtool]" >&2
     exit 2
     ;;
 esac

@@ -29,8 +29,10 @@ class KpiCollector(Collector):
                 value=latest.timestamp(),
             )
 
+        # Gauges, not counters: a file rewritten in place replaces its counts, so they can
+        # fall; Prometheus keeps the _total suffix for counters.
         files = GaugeMetricFamily(
-            "kpi_files_total",
+            "kpi_ledger_files",
             "Raw files in the ledger, by status.",
             labels=["status"],
         )
@@ -39,7 +41,7 @@ class KpiCollector(Collector):
         yield files
 
         rows = GaugeMetricFamily(
-            "kpi_rows_total",
+            "kpi_ledger_rows",
             "Rows of the counted files, accepted or rejected.",
             labels=["result"],
         )

@@ -331,15 +331,15 @@ def test_metrics_after_a_run_match_the_ledger_and_show_the_failed_run(
     assert value(samples, "kpi_latest_interval_end_timestamp_seconds") == (
         utc("2021-07-18T00:15").timestamp()
     )
-    files = {labels[0][1]: count for labels, count in samples["kpi_files_total"].items()}
+    files = {labels[0][1]: count for labels, count in samples["kpi_ledger_files"].items()}
     assert files == {"counted": 2, "failed": 1, "duplicate": 1, "too_late": 0}
     for status, count in files.items():
         assert InputFileRecord.objects.filter(status=status).count() == count
     ledger = IntervalLedger.objects.filter(interval=1).aggregate(
         accepted=Sum("rows_accepted"), rejected=Sum("rows_rejected")
     )
-    assert value(samples, "kpi_rows_total", result="accepted") == 5 == ledger["accepted"]
-    assert value(samples, "kpi_rows_total", result="rejected") == 1 == ledger["rejected"]
+    assert value(samples, "kpi_ledger_rows", result="accepted") == 5 == ledger["accepted"]
+    assert value(samples, "kpi_ledger_rows", result="rejected") == 1 == ledger["rejected"]
 
     run = UpdateRun.objects.get()
     assert value(samples, "kpi_update_last_run_end_timestamp_seconds") == (
@@ -381,7 +381,7 @@ def test_a_failed_run_stays_visible_after_a_good_one(
     assert value(samples, "kpi_update_last_failure_timestamp_seconds") == (
         failed.finished_at.timestamp()
     )
-    files = {labels[0][1]: count for labels, count in samples["kpi_files_total"].items()}
+    files = {labels[0][1]: count for labels, count in samples["kpi_ledger_files"].items()}
     assert files == {"counted": 3, "failed": 0, "duplicate": 1, "too_late": 0}
 
 
@@ -389,13 +389,16 @@ def test_a_failed_run_stays_visible_after_a_good_one(
 def test_metrics_before_any_run_have_zero_counts_and_no_times(token: str) -> None:
     samples = scrape(APIClient(), f"Token {token}")
 
-    assert samples["kpi_files_total"] == {
+    assert samples["kpi_ledger_files"] == {
         (("status", "counted"),): 0,
         (("status", "failed"),): 0,
         (("status", "duplicate"),): 0,
         (("status", "too_late"),): 0,
     }
-    assert samples["kpi_rows_total"] == {(("result", "accepted"),): 0, (("result", "rejected"),): 0}
+    assert samples["kpi_ledger_rows"] == {
+        (("result", "accepted"),): 0,
+        (("result", "rejected"),): 0,
+    }
     assert samples["kpi_update_runs"] == {(("exit_status", "0"),): 0, (("exit_status", "1"),): 0}
     assert (
         not {
