@@ -29,7 +29,7 @@ from kpis.services.runs import (
     update_runs_prune,
 )
 from kpis.services.state import STATE_SLICE_BYTES, file_state_load, file_state_save
-from kpis.services.tokens import api_token_create, api_token_revoke
+from kpis.services.tokens import api_token_create, api_token_revoke, api_user_create
 from kpis.services.update import (
     IntervalResult,
     Observer,
@@ -52,6 +52,7 @@ __all__ = [
     "UpdateConfig",
     "api_token_create",
     "api_token_revoke",
+    "api_user_create",
     "file_state_load",
     "file_state_save",
     "final_hour_states_drop",

@@ -7,6 +7,22 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 
+def api_user_create(*, username: str) -> bool:
+    """Make ``username`` a plain user for a machine client, unless it exists; True if made.
+
+    Not staff, not superuser and with no usable password: it can read the API with its
+    token and cannot log in to the admin or the dashboard.
+    """
+    user_model = get_user_model()
+    with transaction.atomic():
+        if user_model.objects.filter(username=username).exists():
+            return False
+        user = user_model(username=username, is_staff=False, is_superuser=False)
+        user.set_unusable_password()
+        user.save()
+    return True
+
+
 def api_token_create(*, username: str) -> str:
     """Give ``username`` a new API token, replacing any previous one; return its key."""
     user = get_user_model().objects.get(username=username)

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from kpis.services import api_token_create, api_token_revoke
+from kpis.services import api_token_create, api_token_revoke, api_user_create
 
 
 class Command(BaseCommand):
@@ -20,7 +20,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         create = actions.add_parser("create", help="Give USER a new token and print it.")
-        create.add_argument("username", help="An existing user (see createsuperuser).")
+        create.add_argument(
+            "username",
+            help="An existing user (see createsuperuser), or a new one with --create-user.",
+        )
+        create.add_argument(
+            "--create-user",
+            action="store_true",
+            help=(
+                "Make USER first if it does not exist: a plain user (not staff, no password) "
+                "for a machine client such as Prometheus."
+            ),
+        )
         revoke = actions.add_parser("revoke", help="Delete the token of USER.")
         revoke.add_argument("username", help="The user whose token stops working.")
         actions.add_parser("list", help="List users that have a token (keys are not shown).")
@@ -34,8 +45,12 @@ class Command(BaseCommand):
                 )
             return
         username = options["username"]
+        if action == "create" and options["create_user"] and api_user_create(username=username):
+            # stderr: stdout holds the token alone, so that it can go straight into a file.
+            self.stderr.write(f"user {username} created (not staff, no password)")
         if not get_user_model().objects.filter(username=username).exists():
-            raise CommandError(f"no user named {username!r}; create it first (createsuperuser)")
+            hint = "; add --create-user to make a plain one for it" if action == "create" else ""
+            raise CommandError(f"no user named {username!r}{hint}")
         if action == "create":
             self.stdout.write(api_token_create(username=username))
         elif not api_token_revoke(username=username):

@@ -179,6 +179,36 @@ def test_token_commands_name_the_problem() -> None:
         run_api_token("revoke", "carol")
 
 
+@pytest.mark.django_db
+def test_a_scrape_user_is_made_plain_with_its_token() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("api_token", "create", "prometheus", "--create-user", stdout=out, stderr=err)
+
+    key = out.getvalue().strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", key)
+    assert err.getvalue().strip() == "user prometheus created (not staff, no password)"
+    user = get_user_model().objects.get(username="prometheus")
+    assert (user.is_staff, user.is_superuser, user.is_active) == (False, False, True)
+    assert not user.has_usable_password()
+    client = APIClient()
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+    assert not client.login(username="prometheus", password="")
+    assert client.get("/admin/", follow=True).redirect_chain[-1][0].startswith("/admin/login/")
+    # Again: the same user, a new token, nothing said about the user.
+    again, quiet = io.StringIO(), io.StringIO()
+    call_command("api_token", "create", "prometheus", "--create-user", stdout=again, stderr=quiet)
+    assert again.getvalue().strip() != key
+    assert quiet.getvalue() == ""
+    assert get_user_model().objects.filter(username="prometheus").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_token_for_a_missing_user_says_how_to_make_one() -> None:
+    with pytest.raises(CommandError, match="add --create-user to make a plain one for it"):
+        run_api_token("create", "prometheus")
+    assert not get_user_model().objects.filter(username="prometheus").exists()
+
+
 @pytest.fixture
 def low_throttle_rates(monkeypatch: pytest.MonkeyPatch):
     rates = {"anon": "3/minute", "user": "5/minute"}
