@@ -21,9 +21,15 @@ logger = logging.getLogger("kpis.health")
 
 
 def latest_interval_end() -> datetime | None:
-    """The end of the newest processed five-minute interval, or None before the first."""
+    """The end of the newest five-minute interval with accepted rows, or None before the first.
+
+    An interval whose files all failed (or held only rejected rows) is processed but
+    has no KPI rows: it must not make the data look fresh.
+    """
     return (
-        IntervalLedger.objects.filter(interval=IntervalType.FIVE_MINUTES, revision__gt=0)
+        IntervalLedger.objects.filter(
+            interval=IntervalType.FIVE_MINUTES, revision__gt=0, rows_accepted__gt=0
+        )
         .order_by("-interval_start_timestamp")
         .values_list("interval_end_timestamp", flat=True)
         .first()
@@ -89,7 +95,7 @@ class Health:
 
 
 def data_health(*, now: datetime, max_lag_seconds: int) -> Health:
-    """How far the newest processed five-minute interval lags behind ``now``."""
+    """How far the newest five-minute interval with accepted rows lags behind ``now``."""
     try:
         latest = latest_interval_end()
     except DatabaseLayerError as error:

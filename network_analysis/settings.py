@@ -141,7 +141,7 @@ KPI_READ_BLOCK_BYTES = envint("KPI_READ_BLOCK_BYTES", 8 * 1024 * 1024, minimum=6
 # Days after an hour ends during which its file states are kept and a late file is merged;
 # after that the hour is final and its states are dropped.
 KPI_RESTATE_DAYS = envint("KPI_RESTATE_DAYS", 3, minimum=0)
-# /api/health/ answers 503 "stale" once the newest processed interval ended longer ago.
+# /api/health/ answers 503 "stale" once the newest interval with accepted rows ended longer ago.
 KPI_HEALTH_MAX_LAG_SECONDS = envint("KPI_HEALTH_MAX_LAG_SECONDS", 900, minimum=1)
 # Local worker processes that read files in parallel; 1 reads them in the command's process.
 KPI_WORKERS = envint("KPI_WORKERS", cpus_available(), minimum=1)

@@ -93,7 +93,10 @@ class HealthSerializer(serializers.Serializer[object]):
     )
     latest_interval_end = serializers.DateTimeField(
         allow_null=True,
-        help_text="The end of the newest processed five-minute interval; null when there is none.",
+        help_text=(
+            "The end of the newest five-minute interval with accepted rows (an interval whose "
+            "files all failed does not count); null when there is none."
+        ),
     )
     lag_seconds = serializers.IntegerField(
         allow_null=True, help_text="Seconds from that end to now; null when there is none."

@@ -25,7 +25,7 @@ class KpiCollector(Collector):
         if latest is not None:
             yield GaugeMetricFamily(
                 "kpi_latest_interval_end_timestamp_seconds",
-                "End of the newest processed five-minute interval (Unix time).",
+                "End of the newest five-minute interval with accepted rows (Unix time).",
                 value=latest.timestamp(),
             )
 

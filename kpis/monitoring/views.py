@@ -51,7 +51,7 @@ class HealthRateThrottle(SlicedRateThrottle):
 
 
 class HealthView(APIView):
-    """200 while the newest processed five-minute interval is recent enough, else 503."""
+    """200 while the newest five-minute interval with accepted rows is recent enough, else 503."""
 
     authentication_classes: list[type[Any]] = []
     permission_classes = [AllowAny]
@@ -65,9 +65,9 @@ class HealthView(APIView):
         summary="How fresh the data is",
         description=(
             "No credentials needed (any Authorization header is ignored). 200 while the newest "
-            "processed five-minute interval ended at most KPI_HEALTH_MAX_LAG_SECONDS ago; 503 "
-            "when it is older (stale), when nothing was processed yet (empty) or when the "
-            "database cannot be reached."
+            "five-minute interval with accepted rows ended at most KPI_HEALTH_MAX_LAG_SECONDS "
+            "ago; 503 when it is older (stale), when no row was accepted yet (empty) or when "
+            "the database cannot be reached."
         ),
         tags=["health"],
         parameters=HEALTH_RESPONSE_HEADERS,

@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db.models import Sum
 from django.test import override_settings
+from django.utils import timezone
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -145,6 +146,37 @@ def test_health_is_503_stale_when_the_newest_interval_is_too_old(
     # The threshold is the setting: a lag within it is fine.
     settings.KPI_HEALTH_MAX_LAG_SECONDS = lag + 3600
     assert health(anonymous)[1]["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_broken_files_do_not_make_the_data_look_fresh(
+    anonymous: APIClient,
+    input_folder: InputFolder,
+    run_update: Callable[..., RunResult],
+    settings: Any,
+    token: str,
+) -> None:
+    # Good data up to 00:05, then an hour of probes writing nothing but broken files.
+    input_folder.write("2021-07-18T00:00", GOOD)
+    for minute in range(5, 65, 5):
+        moment = utc("2021-07-18T00:00") + timedelta(minutes=minute)
+        input_folder.write(f"{moment:%Y-%m-%dT%H:%M}", GOOD, header=BAD_HEADER)
+    input_folder.write("2021-07-18T00:25", [BAD_ROW])  # read, but every row rejected
+    assert run_update("2021-07-18T01:10:30Z").exit_code == 1
+    newest = IntervalLedger.objects.filter(interval=1).latest("interval_start_timestamp")
+    assert (newest.interval_end_timestamp, newest.revision) == (utc("2021-07-18T01:05"), 1)
+    settings.KPI_HEALTH_MAX_LAG_SECONDS = 900
+    with pytest.MonkeyPatch.context() as clock:
+        clock.setattr(timezone, "now", lambda: utc("2021-07-18T01:06"))
+        status, body = health(anonymous)
+    samples = scrape(anonymous, f"Token {token}")
+
+    assert (status, body["status"]) == (503, "stale")
+    assert body["latest_interval_end"] == "2021-07-18T00:05:00Z"
+    assert body["lag_seconds"] == 3660
+    assert value(samples, "kpi_latest_interval_end_timestamp_seconds") == (
+        utc("2021-07-18T00:05").timestamp()
+    )
 
 
 @pytest.mark.parametrize("value", ["15m", "0"])
@@ -327,9 +359,10 @@ def test_metrics_after_a_run_match_the_ledger_and_show_the_failed_run(
 ) -> None:
     samples = scrape(anonymous, f"Token {token}")
 
-    # The newest processed interval is the one whose only file failed: 00:10-00:15.
+    # The interval 00:10-00:15 was processed, but its only file failed: 00:05-00:10 is the
+    # newest with data.
     assert value(samples, "kpi_latest_interval_end_timestamp_seconds") == (
-        utc("2021-07-18T00:15").timestamp()
+        utc("2021-07-18T00:10").timestamp()
     )
     files = {labels[0][1]: count for labels, count in samples["kpi_ledger_files"].items()}
     assert files == {"counted": 2, "failed": 1, "duplicate": 1, "too_late": 0}
