@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a HEAD answer keeps the headers of the GET and loses its body.
+    "network_analysis.middleware.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # API responses only: gzip when accepted, then an ETag of the plain body and 304s.
     "kpis.api.middleware.ApiGZipMiddleware",

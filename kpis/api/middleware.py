@@ -51,7 +51,8 @@ class ApiConditionalGetMiddleware(ConditionalGetMiddleware):
             patch_cache_control(response, private=True, no_cache=True)
         content = None if response.streaming else getattr(response, "content", None)
         if (
-            request.method == "GET"
+            # HEAD too: its headers are those of the GET (the body goes at the outermost).
+            request.method in ("GET", "HEAD")
             and content
             and self.needs_etag(response)
             and not response.has_header("ETag")

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import Error as DatabaseLayerError
 from django.http import HttpResponse
 from django.utils import timezone
+from django.utils.log import log_response
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
@@ -83,7 +84,20 @@ class HealthView(APIView):
             "latest_interval_end": end.strftime("%Y-%m-%dT%H:%M:%SZ") if end else None,
             "lag_seconds": health.lag_seconds,
         }
-        return Response(body, status=200 if health.ok else 503)
+        response = Response(body, status=200 if health.ok else 503)
+        if not health.ok:
+            # A documented answer, not a server error: Django would log every 503 as an
+            # ERROR, and a monitor polling stale data would fill the log. It goes to
+            # django.request at INFO instead; a database error is logged by data_health.
+            log_response(
+                "Health %s: %s",
+                health.status,
+                request.path,
+                response=response,
+                request=request,
+                level="info",
+            )
+        return response
 
 
 class _JsonErrors(BaseContentNegotiation):

@@ -268,8 +268,17 @@ class LiveApi:
 
 
 @pytest.fixture
+def live_api_env() -> dict[str, str]:
+    """More environment for the ``live_api`` server; a test overrides it by parametrizing."""
+    return {}
+
+
+@pytest.fixture
 def live_api(
-    transactional_db: None, generated_data: GeneratedData, tmp_path: Path
+    transactional_db: None,
+    generated_data: GeneratedData,
+    tmp_path: Path,
+    live_api_env: dict[str, str],
 ) -> Iterator[LiveApi]:
     """Gunicorn on a free loopback port over the generated data, with a user's token.
 
@@ -291,6 +300,7 @@ def live_api(
         # The generated data lies years back: a lag limit of centuries keeps /api/health/ at
         # 200, so that a fuzzer's not-a-server-error check meets no designed 503.
         "KPI_HEALTH_MAX_LAG_SECONDS": str(10**10),
+        **live_api_env,
     }
     with log.open("w") as log_file:
         server = subprocess.Popen(

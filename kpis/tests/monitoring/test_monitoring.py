@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -31,7 +32,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from kpis.models import InputFileRecord, IntervalLedger, UpdateRun
 from kpis.selectors import data_health
-from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
+from kpis.tests.conftest import InputFolder, LiveApi, RunResult, command_process, utc
 
 NOW = "2021-07-18T01:10:00Z"
 GOOD = [
@@ -311,6 +312,76 @@ def test_health_is_503_when_the_database_is_unavailable(
     }
     # The reason is in the server's log, not in the answer.
     assert "health check: the database is unavailable:" in log
+
+
+def live_request(url: str, method: str = "GET", token: str | None = None) -> tuple[int, bytes]:
+    """The status and body of one request to a live server, refusals included."""
+    headers = {"Authorization": f"Token {token}"} if token else {}
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+@pytest.mark.parametrize("live_api_env", [{"KPI_HEALTH_MAX_LAG_SECONDS": "900"}])
+def test_a_monitor_polling_gunicorn_leaves_no_error_and_no_warning(
+    live_api: LiveApi, live_api_env: dict[str, str]
+) -> None:
+    answers = {
+        "GET health": live_request(f"{live_api.url}/api/health/"),
+        "HEAD health": live_request(f"{live_api.url}/api/health/", "HEAD"),
+        "HEAD rows": live_request(f"{live_api.url}/api/KPIs/1/", "HEAD", live_api.token),
+        "HEAD metrics": live_request(f"{live_api.url}/metrics", "HEAD", live_api.token),
+        "HEAD login": live_request(f"{live_api.url}/admin/login/", "HEAD"),
+    }
+    log = live_api.log.read_text()
+
+    # The generated data lies years back: stale.
+    assert answers["GET health"][0] == 503
+    assert json.loads(answers["GET health"][1])["status"] == "stale"
+    assert {name: status for name, (status, _) in answers.items()} == {
+        "GET health": 503,
+        "HEAD health": 503,
+        "HEAD rows": 200,
+        "HEAD metrics": 200,
+        "HEAD login": 200,
+    }
+    assert all(body == b"" for name, (_, body) in answers.items() if name.startswith("HEAD"))
+    assert "Service Unavailable" not in log
+    assert " ERROR " not in log
+    assert "no-body response" not in log
+
+
+def test_a_head_answer_has_the_headers_of_a_get_and_no_body(db: None) -> None:
+    from network_analysis.wsgi import application
+
+    def call(method: str) -> tuple[str, dict[str, str], bytes]:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": "/api/health/",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(),
+        }
+
+        def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> Any:
+            started.append((status, headers))
+
+        chunks = application(environ, start_response)
+        body = b"".join(chunks)
+        status, headers = started[0]
+        return status, dict(headers), body
+
+    get, head = call("GET"), call("HEAD")
+
+    assert get[0] == head[0] == "503 Service Unavailable"
+    assert head[2] == b"" and get[2]
+    assert head[1]["Content-Length"] == get[1]["Content-Length"] == str(len(get[2]))
+    assert head[1]["ETag"] == get[1]["ETag"]
 
 
 # --- /metrics --------------------------------------------------------------------
