@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 
 from kpis.models import (
     CellUniqueUsers,
     InputFileRecord,
     IntervalLedger,
+    LedgerQuerySet,
     ServiceTrafficVolume,
     UpdateRun,
 )
+from kpis.selectors import ledger_entries
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -89,10 +94,15 @@ class IntervalLedgerAdmin(ReadOnlyAdmin):
     def complete(self, obj: IntervalLedger) -> bool:
         return obj.is_complete
 
-    @admin.display(boolean=True, description="restatable")
+    def get_queryset(self, request: HttpRequest) -> LedgerQuerySet:
+        entries = cast(LedgerQuerySet, super().get_queryset(request))
+        window = timedelta(days=settings.KPI_RESTATE_DAYS)
+        return ledger_entries(now=timezone.now(), window=window, entries=entries)
+
+    @admin.display(boolean=True, description="restatable", ordering="restatable")
     def restatable(self, obj: IntervalLedger) -> bool:
-        """File states still kept: late files are merged (see KPI_RESTATE_DAYS)."""
-        return obj.states_kept
+        """A late file for the interval would be merged now (see KPI_RESTATE_DAYS)."""
+        return bool(obj.restatable)  # type: ignore[attr-defined]
 
 
 @admin.register(InputFileRecord)

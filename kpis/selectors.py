@@ -1,23 +1,54 @@
-"""Reads for watching the service: freshness of the data and the run history."""
+"""Reads: the ledger as the API shows it, freshness of the data and the run history."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import Error as DatabaseLayerError
-from django.db.models import Count, Max, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, Max, Q, Sum
 
 from kpis.models import (
     InputFileRecord,
     InputFileStatus,
     IntervalLedger,
     IntervalType,
+    LedgerQuerySet,
     UpdateRun,
 )
 
 logger = logging.getLogger("kpis.health")
+
+_HOUR = timedelta(hours=1)
+
+
+def first_open_interval_start(*, now: datetime, window: timedelta) -> datetime:
+    """Intervals starting at or after this moment lie in hours that are not final at ``now``.
+
+    An hour is final once it ended more than ``window`` before ``now``
+    (``kpis.services.restatement.hour_is_final``): the first hour that is not is
+    the first one starting at or after ``now - window - 1 hour``.
+    """
+    boundary = now.astimezone(UTC) - window - _HOUR
+    hour = boundary.replace(minute=0, second=0, microsecond=0)
+    return hour if hour == boundary else hour + _HOUR
+
+
+def ledger_entries(
+    *, now: datetime, window: timedelta, entries: LedgerQuerySet | None = None
+) -> LedgerQuerySet:
+    """The ledger (or ``entries`` of it), each with ``restatable``: would a late file for the
+    interval still be merged?
+
+    Yes while the hour's states are kept and the hour is not final at ``now``. A run drops
+    the states of final hours in bounded batches, so after a catch-up over days states may
+    still be kept for hours that are already final: a late file for those is too late.
+    """
+    open_from = first_open_interval_start(now=now, window=window)
+    open_hours = Q(states_kept=True, interval_start_timestamp__gte=open_from)
+    queryset = IntervalLedger.objects.all() if entries is None else entries
+    return queryset.annotate(restatable=ExpressionWrapper(open_hours, output_field=BooleanField()))
 
 
 def latest_interval_end() -> datetime | None:

@@ -42,12 +42,11 @@ class IntervalLedgerSerializer(serializers.ModelSerializer[IntervalLedger]):
         help_text="Every file was read; for an hour, all twelve intervals are processed too.",
     )
     restatable = serializers.BooleanField(
-        source="states_kept",
         read_only=True,
         help_text=(
-            "The file states of this interval's hour are still kept: a late file is merged. "
-            "False once the hour is final (KPI_RESTATE_DAYS): a new file is then too late and "
-            "the hour can only be restated from the raw files."
+            "What a late file for this interval would get now: true, it is merged; false, "
+            "the hour is final (it ended more than KPI_RESTATE_DAYS ago) and a new file is "
+            "too late, counted nowhere until the hour is restated from the raw files."
         ),
     )
     rejects = serializers.DictField(

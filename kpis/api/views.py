@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
@@ -12,6 +12,7 @@ from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import NotFound
@@ -39,6 +40,7 @@ from kpis.api.serializers import ROW_SERIALIZERS, IntervalLedgerSerializer, KpiS
 from kpis.api.throttling import ThrottleBeforeAuthMixin
 from kpis.models import IntervalLedger, IntervalType, KpiRow, ServiceTrafficVolume
 from kpis.registry import KPIS, KpiDefinition, kpi_get
+from kpis.selectors import ledger_entries
 
 _CSV_NOTE = (
     " For CSV send Accept: text/csv (or, from a browser or curl, add format=csv); a paged CSV "
@@ -141,7 +143,11 @@ class IntervalLedgerView(ThrottleBeforeAuthMixin, _CsvExportMixin, generics.List
     serializer_class = IntervalLedgerSerializer
     filterset_class = IntervalFilter
     pagination_class = OptionalLimitOffsetPagination
-    queryset = IntervalLedger.objects.order_by("interval_start_timestamp", "interval")
+
+    def get_queryset(self) -> QuerySet[IntervalLedger]:
+        window = timedelta(days=settings.KPI_RESTATE_DAYS)
+        entries = ledger_entries(now=timezone.now(), window=window)
+        return entries.order_by("interval_start_timestamp", "interval")
 
     @extend_schema(
         operation_id="intervals_list",

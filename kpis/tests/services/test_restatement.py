@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from kpis.models import (
@@ -262,7 +263,7 @@ class TestTooLate:
         client = APIClient()
         client.force_authenticate(admin_user)
 
-        response = client.get("/api/intervals/", {"interval": 1, "limit": 100})
+        response = api_get_at(LATER, client, "/api/intervals/", {"interval": 1, "limit": 100})
 
         assert response.status_code == 200
         items = {item["interval_start_timestamp"]: item for item in response.json()["results"]}
@@ -275,6 +276,84 @@ class TestTooLate:
             True,
         )
         assert items["2021-07-21T00:00:00Z"]["restatable"] is True
+
+
+def api_get_at(moment: str, client: APIClient, url: str, query: dict[str, Any]) -> Any:
+    """A GET answered as if the wall clock said ``moment``."""
+    with pytest.MonkeyPatch.context() as clock:
+        clock.setattr(timezone, "now", lambda: datetime.fromisoformat(moment))
+        return client.get(url, query)
+
+
+class TestRestatableAfterACatchUp:
+    """Three days caught up in one run with a window of one day: more hours are final than
+    one run drops the states of, and ``restatable`` must still say what a late file gets."""
+
+    CATCH_UP = "2021-07-21T00:02Z"
+
+    @pytest.fixture
+    def caught_up(self, input_folder: InputFolder, run_update: Run, settings: Any) -> Any:
+        settings.KPI_RESTATE_DAYS = 1
+        start = utc("2021-07-18T00:00")
+        for hour in range(72):
+            moment = start + timedelta(hours=hour)
+            input_folder.write(f"{moment:%Y-%m-%dT%H:%M}", rows_for(100 + hour))
+        assert run_update(self.CATCH_UP).exit_code == 0
+        return input_folder
+
+    def restatable(self, admin_user: Any) -> dict[str, bool]:
+        client = APIClient()
+        client.force_authenticate(admin_user)
+        response = api_get_at(self.CATCH_UP, client, "/api/intervals/", {"interval": 2})
+        assert response.status_code == 200
+        return {item["interval_start_timestamp"]: item["restatable"] for item in response.json()}
+
+    def test_restatable_is_false_for_every_final_hour_even_with_its_states_kept(
+        self, caught_up: InputFolder, admin_user: Any
+    ) -> None:
+        restatable = self.restatable(admin_user)
+
+        # Final: every hour that ended more than a day before 2021-07-21T00:02, that is
+        # the 48 hours from 07-18T00:00 to 07-19T23:00; the run dropped the states of 24.
+        kept = set(
+            IntervalLedger.objects.filter(
+                interval=IntervalType.ONE_HOUR, states_kept=True
+            ).values_list("interval_start_timestamp", flat=True)
+        )
+        assert len(kept) == 72 - 24
+        final = {
+            f"{utc('2021-07-18T00:00') + timedelta(hours=h):%Y-%m-%dT%H:%M:%SZ}" for h in range(48)
+        }
+        assert {start for start, yes in restatable.items() if not yes} == final
+        assert sum(restatable.values()) == 72 - 48
+        assert utc("2021-07-19T12:00") in kept  # kept, yet final
+
+    @pytest.mark.parametrize(
+        ("interval", "restatable", "status"),
+        [
+            ("2021-07-19T12:10", False, InputFileStatus.TOO_LATE),  # final, states still kept
+            ("2021-07-18T03:10", False, InputFileStatus.TOO_LATE),  # final, states dropped
+            ("2021-07-19T23:10", False, InputFileStatus.TOO_LATE),  # the newest final hour
+            ("2021-07-20T00:10", True, InputFileStatus.COUNTED),  # ended less than a day ago
+        ],
+    )
+    def test_a_late_file_gets_what_restatable_said(
+        self,
+        caught_up: InputFolder,
+        run_update: Run,
+        admin_user: Any,
+        interval: str,
+        restatable: bool,
+        status: InputFileStatus,
+    ) -> None:
+        hour = f"{interval[:14]}00:00Z"
+        assert self.restatable(admin_user)[hour] is restatable
+
+        late = caught_up.write(interval, rows_for(77), part=3)
+        result = run_update(self.CATCH_UP)
+
+        assert InputFileRecord.objects.get(name=late.name).status == status
+        assert result.exit_code == (0 if restatable else 1), result.stderr
 
 
 def fresh_computation(folder: InputFolder, run_update: Run) -> list[object]:
