@@ -380,32 +380,38 @@ def _split_paged_lists(components: dict[str, Any]) -> None:
             alternatives[1] = {"$ref": f"#/components/schemas/{page_name}"}
 
 
-def _same_interval_link(operation_id: str, description: str) -> dict[str, Any]:
-    """A link to ``operation_id`` filtered to the interval of the first item of a plain list."""
-    return {
-        "operationId": operation_id,
-        "description": description,
-        "parameters": {
-            "interval_start_timestamp__gte": "$response.body#/0/interval_start_timestamp",
-            "interval_end_timestamp__lte": "$response.body#/0/interval_end_timestamp",
-            "interval": "$response.body#/0/interval",
-        },
-    }
+def _link(operation_id: str, description: str) -> dict[str, Any]:
+    """A link to ``operation_id`` that needs nothing from the response.
+
+    The answer is a plain list or a page envelope, depending on ``limit``, and either may
+    be empty: a pointer into its first item (``$response.body#/0/...``) would resolve for
+    one shape only, and for none when nothing matched. So the links carry no parameters
+    and say in words which filters to pass on.
+    """
+    return {"operationId": operation_id, "description": description}
+
+
+_SAME_FILTERS = (
+    "pass on interval_start_timestamp__gte, interval_end_timestamp__lte and interval to see "
+    "the same intervals"
+)
 
 
 def _links(operation_id: str) -> dict[str, Any]:
-    """Ledger entries lead to the KPI rows of their interval, and KPI rows to their entry."""
+    """Ledger entries lead to the KPI rows of their intervals, and KPI rows to their entries."""
     if operation_id == "intervals_list":
         return {
-            f"{kpi.name}Rows": _same_interval_link(
-                _operation_id(kpi), f"The {kpi.name} rows of the first entry's interval."
+            f"{kpi.name}Rows": _link(
+                _operation_id(kpi), f"The {kpi.name} rows of these intervals: {_SAME_FILTERS}."
             )
             for kpi in KPIS
         }
     if operation_id in {_operation_id(kpi) for kpi in KPIS}:
         return {
-            "LedgerEntry": _same_interval_link(
-                "intervals_list", "The ledger entry of the first row's interval."
+            "LedgerEntries": _link(
+                "intervals_list",
+                f"The ledger entries of these rows' intervals (files counted, failed, too "
+                f"late; complete or not): {_SAME_FILTERS}.",
             )
         }
     return {}
