@@ -6,7 +6,10 @@ variable is documented in ``.env.example`` and the README.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+
+from csp.constants import NONE, SELF
 
 from kpis.pipeline.location import parse_input_location
 from network_analysis.env import (
@@ -43,6 +46,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Locks the admin login after repeated wrong passwords; its admin pages unlock.
+    "axes",
     "kpis",
 ]
 
@@ -61,6 +66,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "network_analysis.urls"
@@ -110,6 +118,45 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 LOGIN_URL = "admin:login"
 
+# --- Login lockout (django-axes) ----------------------------------------------
+# Every password login (the admin's form, which also guards the dashboard, and the
+# browsable API's) is checked by axes first; API tokens are not passwords and are
+# throttled instead.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Wrong passwords in a row, per user name and per client address apart, before a lockout.
+AXES_FAILURE_LIMIT = envint("DJANGO_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Minutes a lockout lasts, counted from the last refused attempt; 0: until an admin
+# deletes its access attempt in the admin (or `manage.py axes_reset`).
+_LOGIN_COOLOFF_MINUTES = envint("DJANGO_LOGIN_COOLOFF_MINUTES", 30, minimum=0)
+AXES_COOLOFF_TIME = timedelta(minutes=_LOGIN_COOLOFF_MINUTES) if _LOGIN_COOLOFF_MINUTES else None
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# Behind the HTTPS proxy, the address the proxy appended to X-Forwarded-For.
+AXES_CLIENT_IP_CALLABLE = "network_analysis.proxy.client_ip"
+
+# --- Content-Security-Policy (django-csp) -------------------------------------
+# Pages load only the project's own scripts, styles and images (static files, no CDN);
+# no inline script anywhere. Swagger UI relaxes style-src for its inline <style>
+# (network_analysis/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 # Production hardening; each is off by default so that plain-HTTP development
 # on 127.0.0.1 works, and `check --deploy` passes once they are set.
 SECURE_PROXY_SSL_HEADER = (
@@ -153,6 +200,9 @@ KPI_DASK_SCHEDULER = envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
 KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
 
 REST_FRAMEWORK = {
+    # The throttles' client address: the one the HTTPS proxy appended to X-Forwarded-For
+    # (the right-most), or the connection's when there is no proxy (the header ignored).
+    "NUM_PROXIES": 1 if SECURE_PROXY_SSL_HEADER else 0,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so that anonymous requests get 401 with WWW-Authenticate.
         "kpis.api.authentication.CachedTokenAuthentication",

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from kpis.api.views import dashboard
 from kpis.monitoring.views import MetricsView
@@ -12,9 +14,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Public documents: not throttled, so that fetching them never writes to the shared cache.
     path("api/schema/", SpectacularAPIView.as_view(throttle_classes=[]), name="schema"),
+    # The split view serves its start-up script as a file, so no inline script is needed;
+    # its page keeps one inline <style>, which the Content-Security-Policy allows here only.
     path(
         "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="schema", throttle_classes=[]),
+        csp_update({"style-src": [UNSAFE_INLINE]})(
+            SpectacularSwaggerSplitView.as_view(url_name="schema", throttle_classes=[])
+        ),
         name="swagger-ui",
     ),
     path("api/", include("kpis.api.urls")),

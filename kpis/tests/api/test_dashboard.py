@@ -196,6 +196,39 @@ def test_the_dashboard_draws_the_kpis_of_the_chosen_range(
     assert console_errors(browser) == []
 
 
+# Pages an operator opens, each with an element that shows it has rendered.
+PAGES_UNDER_THE_POLICY = {
+    "/": "#content canvas",
+    "/admin/": "#content-main",
+    "/admin/kpis/intervalledger/": "#result_list",
+    "/admin/axes/accessattempt/": "#changelist",
+    "/api/docs/": ".swagger-ui .information-container",
+}
+
+
+def test_the_dashboard_admin_and_api_docs_break_no_rule_of_the_content_security_policy(
+    generated_data: GeneratedData, operator: str, browser: webdriver.Chrome, live_server: object
+) -> None:
+    base = live_server.url  # type: ignore[attr-defined]
+    policy = Client().get("/admin/login/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "default-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    log_in(browser, base, operator)
+    wait_for_load(browser, 1)
+    errors = {"/": console_errors(browser)}
+
+    for path, rendered in PAGES_UNDER_THE_POLICY.items():
+        if path == "/":
+            continue
+        browser.get(base + path)
+        WebDriverWait(browser, 30).until(
+            lambda d, css=rendered: d.find_elements(By.CSS_SELECTOR, css)
+        )
+        errors[path] = console_errors(browser)
+
+    assert errors == {path: [] for path in PAGES_UNDER_THE_POLICY}
+
+
 def test_the_dashboard_says_so_when_there_is_no_data(
     operator: str, browser: webdriver.Chrome, live_server: object
 ) -> None:

@@ -283,5 +283,10 @@ def test_swagger_ui_loads_only_static_files_shipped_with_the_project() -> None:
     html = response.content.decode()
     assets = shipped_assets(html)
     assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
-    assert "/api/schema/" in html
+    # Its start-up script is a file of its own (no inline script under the CSP).
+    assert "<script>" not in html
+    assert '<script src="/api/docs/?script="></script>' in html
+    script = APIClient().get("/api/docs/?script=")
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "/api/schema/" in script.content.decode()
     assert "https://" not in html.replace("https://swagger.io", "")
