@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -206,6 +206,11 @@ PAGES_UNDER_THE_POLICY = {
 }
 
 
+def shows(css: str) -> Callable[[WebDriver], bool]:
+    """A wait condition: the page has an element matching ``css``."""
+    return lambda driver: bool(driver.find_elements(By.CSS_SELECTOR, css))
+
+
 def test_the_dashboard_admin_and_api_docs_break_no_rule_of_the_content_security_policy(
     generated_data: GeneratedData, operator: str, browser: webdriver.Chrome, live_server: object
 ) -> None:
@@ -221,9 +226,7 @@ def test_the_dashboard_admin_and_api_docs_break_no_rule_of_the_content_security_
         if path == "/":
             continue
         browser.get(base + path)
-        WebDriverWait(browser, 30).until(
-            lambda d, css=rendered: d.find_elements(By.CSS_SELECTOR, css)
-        )
+        WebDriverWait(browser, 30).until(shows(rendered))
         errors[path] = console_errors(browser)
 
     assert errors == {path: [] for path in PAGES_UNDER_THE_POLICY}

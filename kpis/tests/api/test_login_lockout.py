@@ -24,7 +24,7 @@ def admin_account() -> str:
     return "admin"
 
 
-def log_in(client: Client, username: str, password: str, **meta: str) -> int:
+def log_in(client: Client, username: str, password: str, **meta: Any) -> int:
     """The status of one login attempt: 302 logged in, 200 refused, 429 locked out."""
     return client.post(LOGIN, {"username": username, "password": password}, **meta).status_code
 
