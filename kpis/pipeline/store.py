@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kpis.pipeline.aggregates import IncompatiblePartial, Partial, _run_starts
+from kpis.pipeline.aggregates import READ_THREADS, IncompatiblePartial, Partial, _run_starts
 
 STATE_FORMAT = "3"
 # One row per (part, subscriber) with the part's cells it was seen in, as in format 2.
@@ -270,16 +270,16 @@ def part_pairs(
         group = sum(1 for rows in part_rows[:part] if rows)
         if not part_rows[part]:
             return np.zeros(0, np.int64), np.zeros(0, np.uint64)
-        return _pairs_of(parquet.read_row_group(group))
+        return _pairs_of(parquet.read_row_group(group, use_threads=READ_THREADS))
     # Written with another number of parts: read it whole and keep this part's cells.
-    cell_id, subscriber = _pairs_of(parquet.read())
+    cell_id, subscriber = _pairs_of(parquet.read(use_threads=READ_THREADS))
     keep = cell_partition(cell_id, partitions) == part
     return cell_id[keep], subscriber[keep]
 
 
 def _partial_of(parquet: pq.ParquetFile) -> Partial:
     metadata = state_metadata(parquet)
-    cell_id, subscriber = _pairs_of(parquet.read())
+    cell_id, subscriber = _pairs_of(parquet.read(use_threads=READ_THREADS))
     return Partial(
         key_id=metadata[b"key_id"].decode(),
         service_bytes=service_totals_of(metadata),

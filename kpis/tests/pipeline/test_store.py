@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from kpis.pipeline import key_id_for
@@ -121,3 +124,33 @@ def test_parts_are_powers_of_two_and_stable() -> None:
     parts = cell_partition(np.arange(100_000, dtype=np.int64), 16)
     assert set(np.unique(parts)) == set(range(16))
     assert cell_partition(np.array([12345], dtype=np.int64), 16)[0] == parts[12345]
+
+
+def test_states_are_read_on_the_calling_thread_never_on_arrow_s_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pool thread holding a state's Python buffer at interpreter exit aborts the process
+    # (see kpis.pipeline.aggregates.READ_THREADS): every read of a state says use_threads=False.
+    reads: list[tuple[str, object]] = []
+
+    def spy(name: str, read: Callable[..., Any]) -> Callable[..., Any]:
+        def spying(*args: Any, **kwargs: Any) -> Any:
+            reads.append((name, kwargs.get("use_threads", "the default: True")))
+            return read(*args, **kwargs)
+
+        return spying
+
+    monkeypatch.setattr(pq, "read_table", spy("read_table", pq.read_table))
+    for name in ("read", "read_row_group"):
+        monkeypatch.setattr(pq.ParquetFile, name, spy(name, getattr(pq.ParquetFile, name)))
+    partial = random_partial(3, 5000)
+    store = StateStore(str(tmp_path))
+    keys = [store.write("h/a.0", partial, partitions=4).key]
+    keys.append(store.write("h/b.0", partial, partitions=8).key)
+
+    Partial.from_bytes(partial.to_bytes())
+    store.read(keys[0])
+    states_merge(store.url, keys, parts=[0, 1], partitions=4, top_n=3, key_id="k", with_totals=True)
+
+    assert {name for name, _ in reads} == {"read_table", "read", "read_row_group"}
+    assert {use_threads for _, use_threads in reads} == {False}
