@@ -221,7 +221,7 @@ class Partial:
                 }
             )
         elif version == _FORMAT_V1:
-            pairs = table.select(["cell_id", "subscriber"]).to_pandas()
+            pairs = table.select(["cell_id", "subscriber"]).to_pandas(use_threads=READ_THREADS)
         else:
             raise IncompatiblePartial("stored partial has an unknown format")
         totals = json.loads(metadata[b"service_bytes"].decode())
