@@ -21,6 +21,12 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         create = actions.add_parser("create", help="Give USER a new token and print it.")
         create.add_argument("username", help="An existing user (see createsuperuser).")
+        create.add_argument(
+            "--create-user",
+            action="store_true",
+            help="Create USER first if it does not exist: a plain user (not staff), "
+            "without a password, made for a client such as a Prometheus scraper.",
+        )
         revoke = actions.add_parser("revoke", help="Delete the token of USER.")
         revoke.add_argument("username", help="The user whose token stops working.")
         actions.add_parser("list", help="List users that have a token (keys are not shown).")
@@ -34,8 +40,15 @@ class Command(BaseCommand):
                 )
             return
         username = options["username"]
-        if not get_user_model().objects.filter(username=username).exists():
-            raise CommandError(f"no user named {username!r}; create it first (createsuperuser)")
+        users = get_user_model().objects
+        if options.get("create_user") and not users.filter(username=username).exists():
+            users.create_user(username=username)  # no usable password: it signs in by token only
+            self.stderr.write(f"created user {username} (not staff, no password)")
+        if not users.filter(username=username).exists():
+            raise CommandError(
+                f"no user named {username!r}; create it first (createsuperuser), "
+                "or add --create-user for a plain user made for the token"
+            )
         if action == "create":
             self.stdout.write(api_token_create(username=username))
         elif not api_token_revoke(username=username):
