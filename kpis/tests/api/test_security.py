@@ -171,6 +171,23 @@ def test_creating_a_token_again_replaces_the_old_one() -> None:
 
 
 @pytest.mark.django_db
+def test_create_user_makes_a_plain_user_for_a_scraper_and_keeps_an_existing_one() -> None:
+    key = run_api_token("create", "prometheus", "--create-user").strip()
+    user = get_user_model().objects.get(username="prometheus")
+    assert not user.is_staff and not user.is_superuser
+    assert not user.has_usable_password()
+    assert Token.objects.get(user=user).key == key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/metrics").status_code == 200
+
+    get_user_model().objects.create_user("dave", password="x" * 20, is_staff=True)
+    run_api_token("create", "dave", "--create-user")
+    dave = get_user_model().objects.get(username="dave")
+    assert dave.is_staff and dave.check_password("x" * 20)
+
+
+@pytest.mark.django_db
 def test_token_commands_name_the_problem() -> None:
     with pytest.raises(CommandError, match="no user named 'nobody'"):
         run_api_token("create", "nobody")
