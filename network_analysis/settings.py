@@ -135,6 +135,8 @@ _LOGIN_COOLOFF_MINUTES = envint("DJANGO_LOGIN_COOLOFF_MINUTES", 30, minimum=0)
 AXES_COOLOFF_TIME = timedelta(minutes=_LOGIN_COOLOFF_MINUTES) if _LOGIN_COOLOFF_MINUTES else None
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
+# No start-up line in every command's log; failures and lockouts are still logged.
+AXES_VERBOSE = False
 # Behind the HTTPS proxy, the address the proxy appended to X-Forwarded-For.
 AXES_CLIENT_IP_CALLABLE = "network_analysis.proxy.client_ip"
 
