@@ -21,7 +21,8 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection
 
 from kpis.api.authentication import forget_checked_tokens
 from kpis.models import IntervalType
@@ -330,6 +331,16 @@ def _listening_url(server: subprocess.Popen[bytes], log: Path) -> str:
         assert server.poll() is None, f"gunicorn stopped:\n{log.read_text()}"
         time.sleep(0.1)
     raise AssertionError(f"gunicorn did not start:\n{log.read_text()}")
+
+
+@pytest.fixture
+def wsgi_keeps_the_test_connection() -> Iterator[None]:
+    """The WSGI handler closes connections after each request; the test transaction must live."""
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
 
 
 @pytest.fixture(autouse=True)

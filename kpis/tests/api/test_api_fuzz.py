@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.test import override_settings
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
@@ -40,16 +38,6 @@ def a_4xx_says_why(ctx: Any, response: Any, case: Any) -> bool | None:
         messages = [str(value) for value in body.values()]
         assert all(message.strip() for message in messages), body
     return None
-
-
-@pytest.fixture
-def wsgi_keeps_the_test_connection() -> Iterator[None]:
-    """The WSGI handler closes connections after each request; the test transaction must live."""
-    for signal in (request_started, request_finished):
-        signal.disconnect(close_old_connections)
-    yield
-    for signal in (request_started, request_finished):
-        signal.connect(close_old_connections)
 
 
 @pytest.fixture

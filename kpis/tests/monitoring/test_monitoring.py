@@ -354,7 +354,9 @@ def test_a_monitor_polling_gunicorn_leaves_no_error_and_no_warning(
     assert "no-body response" not in log
 
 
-def test_a_head_answer_has_the_headers_of_a_get_and_no_body(db: None) -> None:
+def test_a_head_answer_has_the_headers_of_a_get_and_no_body(
+    db: None, wsgi_keeps_the_test_connection: None
+) -> None:
     from network_analysis.wsgi import application
 
     def call(method: str) -> tuple[str, dict[str, str], bytes]:
