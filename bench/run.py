@@ -81,12 +81,16 @@ class Outcome:
 
 
 class TreeSampler(threading.Thread):
-    """Polls the summed RSS of some processes and all their descendants; keeps the peak."""
+    """Polls the summed RSS of some processes and all their descendants; keeps the peak.
+
+    ``peak_single`` is the peak RSS of the largest single process seen.
+    """
 
     def __init__(self, roots: Sequence[int]) -> None:
         super().__init__(daemon=True)
         self.roots = [psutil.Process(pid) for pid in roots]
         self.peak_bytes = 0
+        self.peak_single = 0
         self._stop_event = threading.Event()
 
     def sample(self) -> int:
@@ -102,7 +106,9 @@ class TreeSampler(threading.Thread):
                     continue
                 seen.add(process.pid)
                 with suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    total += process.memory_info().rss
+                    rss = process.memory_info().rss
+                    total += rss
+                    self.peak_single = max(self.peak_single, rss)
         return total
 
     def run(self) -> None:

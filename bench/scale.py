@@ -32,16 +32,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
-
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,44 +90,6 @@ class Result:
     note: str = ""
 
 
-class TreeAndLargestSampler(threading.Thread):
-    """The summed RSS of a process tree and its largest single process, both as peaks."""
-
-    def __init__(self, roots: Sequence[int]) -> None:
-        super().__init__(daemon=True)
-        self.roots = [psutil.Process(pid) for pid in roots]
-        self.peak_tree = 0
-        self.peak_single = 0
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        seen: set[int] = set()
-        total = 0
-        for root in self.roots:
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            for process in tree:
-                if process.pid in seen:
-                    continue
-                seen.add(process.pid)
-                with suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    rss = process.memory_info().rss
-                    total += rss
-                    self.peak_single = max(self.peak_single, rss)
-        self.peak_tree = max(self.peak_tree, total)
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.sample()
-            self._stop_event.wait(bench.SAMPLE_EVERY_S)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-
 def measured(
     command: list[str], *, env: dict[str, str], log: Path, also: Sequence[int] = ()
 ) -> Measure:
@@ -139,7 +97,7 @@ def measured(
     with open(log, "wb") as out:
         began = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        sampler = TreeAndLargestSampler([process.pid, *also])
+        sampler = bench.TreeSampler([process.pid, *also])
         sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - began
@@ -152,7 +110,7 @@ def measured(
     own = usage.ru_maxrss * 1024
     return Measure(
         seconds=seconds,
-        tree_mib=max(sampler.peak_tree, own) / 2**20,
+        tree_mib=max(sampler.peak_bytes, own) / 2**20,
         largest_mib=max(sampler.peak_single, own) / 2**20,
     )
 
