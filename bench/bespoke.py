@@ -1,0 +1,255 @@
+"""What each bespoke module of the API buys: the one-day request with it and with the library's way.
+
+Builds the database of ``bench/api_speed.py`` (30 days of rows of both KPIs) and
+times, in one process with Django's test client, the one-day request (936 rows)
+as JSON and as CSV, first as shipped and then with one module at a time replaced
+by what Django, DRF or django-filter do without it:
+
+* ``listing.py`` off: DRF's ``ListAPIView.list``, a ModelSerializer over model instances;
+* ``listing.py`` one fetch: the rows fetched at once, not 256 at a time;
+* ``renderers.py`` JSON off: DRF's ``JSONRenderer`` over the row dicts;
+* ``renderers.py`` CSV line format off: the ``csv`` module over the row dicts;
+* ``throttling.py`` off: DRF's own ``AnonRateThrottle`` and ``UserRateThrottle``, with no,
+  1,000 or 6,000 request times of the last minute stored for the client (set before each
+  request: DRF keeps one per request, up to the rate, 6,000/minute for a user);
+* ``authentication.py`` off: DRF's ``TokenAuthentication`` (a query per request);
+* ``middleware.py`` ETag: Django's MD5 of the body instead of SHA-256;
+* ``filters.py`` form cache off: django-filter builds its form class per request;
+* all of them off at once (DRF's throttles with no time stored: their cheapest case).
+
+Each round runs every variant once, in turn, so that a machine whose speed drifts
+slows them alike; the patches are applied outside the timed request. Prints the
+median wall and CPU time of each and its difference to "as shipped", in ms and as
+a share of the shipped request. Every variant's body is checked to equal the shipped one.
+
+Run: .venv/bin/python bench/bespoke.py [--repeat 200] [--database mysql --mysql-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_speed import DAY
+from load import YEAR_START, build_year, drop_database, prepare_database, setup_django
+
+Patch = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def _listing_off() -> contextlib.AbstractContextManager[Any]:
+    # Without a plan, ValuesListMixin.list hands over to DRF's ListAPIView.list.
+    return mock.patch("kpis.api.listing.cached_plan", return_value=None)
+
+
+def _one_fetch() -> contextlib.AbstractContextManager[Any]:
+    return mock.patch("kpis.api.listing._FETCH_ROWS", 10**9)
+
+
+def _json_renderer_off() -> contextlib.AbstractContextManager[Any]:
+    # The view then hands the renderer the list of row dicts, which it passes to DRF's.
+    return mock.patch("kpis.api.renderers.JsonRenderer.renders_row_columns", False)
+
+
+def _csv_lines_off() -> contextlib.AbstractContextManager[Any]:
+    return mock.patch("kpis.api.renderers.CsvRenderer.renders_row_columns", False)
+
+
+def _throttling_off() -> contextlib.AbstractContextManager[Any]:
+    from rest_framework import throttling
+
+    from kpis.api.views import KpiRowsView
+
+    classes = [throttling.AnonRateThrottle, throttling.UserRateThrottle]
+    return mock.patch.object(KpiRowsView, "throttle_classes", classes)
+
+
+def _drf_history(length: int) -> Patch:
+    """DRF's throttles, with ``length`` request times of the last minute already stored.
+
+    DRF keeps every request time of the period: a client asking at the documented
+    6,000/minute holds up to 6,000 of them, which each request reads and rewrites.
+    """
+
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        from django.contrib.auth import get_user_model
+        from django.core.cache import cache
+        from rest_framework.throttling import UserRateThrottle
+
+        user = get_user_model().objects.get(username="speed")
+        now = UserRateThrottle.timer()
+        # Newest first, spread over the last minute, as DRF stores them.
+        history = [now - index * 60 / length for index in range(length)]
+        cache.set(f"throttle_user_{user.pk}", history, 60)
+        with _throttling_off():
+            yield
+
+    return patch
+
+
+def _token_cache_off() -> contextlib.AbstractContextManager[Any]:
+    from django.test import override_settings
+
+    return override_settings(KPI_API_TOKEN_CACHE_SECONDS=0)
+
+
+def _md5_etag() -> contextlib.AbstractContextManager[Any]:
+    from django.utils.http import quote_etag
+
+    # What django.utils.cache.set_response_etag computes.
+    def md5_etag(content: bytes) -> str:
+        return quote_etag(hashlib.md5(content, usedforsecurity=False).hexdigest())
+
+    return mock.patch("kpis.api.middleware.body_etag", md5_etag)
+
+
+def _form_cache_off() -> contextlib.AbstractContextManager[Any]:
+    from django_filters.filterset import BaseFilterSet
+
+    from kpis.api.filters import IntervalFilter
+
+    return mock.patch.object(IntervalFilter, "get_form_class", BaseFilterSet.get_form_class)
+
+
+@contextlib.contextmanager
+def _all_off() -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for patch in (_listing_off, _drf_history(0), _token_cache_off, _md5_etag, _form_cache_off):
+            stack.enter_context(patch())
+        yield
+
+
+VARIANTS: dict[str, Patch | None] = {
+    "as shipped": None,
+    "listing.py off (ModelSerializer)": _listing_off,
+    "listing.py: one fetch of all rows": _one_fetch,
+    "renderers.py: DRF's JSONRenderer": _json_renderer_off,
+    "renderers.py: csv module": _csv_lines_off,
+    "throttling.py off, no time stored": _drf_history(0),
+    "throttling.py off, 1,000 times stored": _drf_history(1000),
+    "throttling.py off, 6,000 times stored": _drf_history(6000),
+    "authentication.py off (DRF's check)": _token_cache_off,
+    "middleware.py: MD5 ETag": _md5_etag,
+    "filters.py: form class per request": _form_cache_off,
+    "all of them off": _all_off,
+}
+
+
+def measure(kpi: int, repeat: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """Median wall and CPU ms of each variant's JSON and CSV request.
+
+    ``{format: {variant: (wall ms, CPU ms)}}``; on a busy machine the CPU time is the
+    steadier figure (with SQLite it includes the database's work).
+    """
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    user, _ = get_user_model().objects.get_or_create(username="speed")
+    token = Token.objects.get_or_create(user=user)[0].key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    start, end = DAY
+    path = (
+        f"/api/KPIs/{kpi}/?interval_start_timestamp__gte={start}&interval_end_timestamp__lte={end}"
+    )
+    formats = {"JSON": path, "CSV": path + "&format=csv"}
+
+    def timed(url: str, patch: Patch | None) -> tuple[tuple[float, float], bytes]:
+        with patch() if patch is not None else contextlib.nullcontext():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            response = client.get(url)
+            elapsed = time.perf_counter() - started, time.process_time() - started_cpu
+        assert response.status_code == 200, response.content[:300]
+        return elapsed, bytes(response.content)
+
+    shipped = {name: timed(url, None)[1] for name, url in formats.items()}
+    for name, url in formats.items():  # warm every path, and check it answers the same
+        for variant, patch in VARIANTS.items():
+            body = timed(url, patch)[1]
+            assert body == shipped[name], f"{variant} changes the {name} body"
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
+        name: {variant: [] for variant in VARIANTS} for name in formats
+    }
+    for _ in range(repeat):
+        for name, url in formats.items():
+            for variant, patch in VARIANTS.items():
+                times[name][variant].append(timed(url, patch)[0])
+    return {
+        name: {
+            variant: (
+                statistics.median(wall for wall, _ in values) * 1000,
+                statistics.median(cpu for _, cpu in values) * 1000,
+            )
+            for variant, values in by_variant.items()
+        }
+        for name, by_variant in times.items()
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=("sqlite", "mysql"), default="sqlite")
+    parser.add_argument(
+        "--mysql-url",
+        default="mysql://root@127.0.0.1:3306/network_analysis",
+        help="MariaDB/MySQL server and base name; the run uses <name>_bespoke and drops it.",
+    )
+    parser.add_argument("--days", type=int, default=30, help="Days of rows (30).")
+    parser.add_argument("--repeat", type=int, default=200, help="Timed rounds (200).")
+    parser.add_argument("--kpis", type=int, nargs="+", default=[1, 2], help="KPI ids (1 2).")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kpi-bespoke-") as folder:
+        work = Path(folder)
+        url = prepare_database(
+            args.database, mysql_url=args.mysql_url, work=work, suffix="_bespoke"
+        )
+        os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"  # the test client's host
+        setup_django(url, work / "input")
+        try:
+            from django.conf import settings
+
+            # Measure the request, not the throttle's refusal.
+            settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"] = "100000000/minute"
+            rows, _ = build_year(days=args.days)
+            load = os.getloadavg()
+            print(
+                f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d});"
+                f" one day = {DAY[0]} to {DAY[1]}; medians of {args.repeat} rounds;"
+                f" load average {load[0]:.2f} at the start"
+            )
+            for kpi in args.kpis:
+                figures = measure(kpi, args.repeat)
+                for name, by_variant in figures.items():
+                    base_wall, base_cpu = by_variant["as shipped"]
+                    print(f"  KPI {kpi} {name}: wall ms, difference; CPU ms, difference")
+                    for variant, (wall, cpu) in by_variant.items():
+                        print(
+                            f"    {variant:40} {wall:7.2f} {wall - base_wall:+6.2f}"
+                            f" ({(wall - base_wall) / base_wall * 100:+6.1f} %)"
+                            f"  {cpu:7.2f} {cpu - base_cpu:+6.2f}"
+                            f" ({(cpu - base_cpu) / base_cpu * 100:+6.1f} %)"
+                        )
+            print(f"  load average {os.getloadavg()[0]:.2f} at the end")
+        finally:
+            from django.db import connection
+
+            connection.close()
+            drop_database(url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
