@@ -1,7 +1,7 @@
 """Settings for Network-Analysis, read from the environment.
 
 With no environment at all this runs on SQLite in the project folder; every
-variable is documented in ``.env.example`` and the README.
+variable is documented in ``.env.example`` and in docs/operations.md (Configuration).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The OpenAPI description of the API: status codes, media types, headers and examples.
 
 The views say which responses they give; this module says what each looks like, with
-values taken from the README's contract, so that the schema, a generated client and a
+values taken from the contract in docs/api.md, so that the schema, a generated client and a
 fuzzer all see the API as it behaves.
 """
 
@@ -224,7 +224,7 @@ class KpiRowsSchema(AutoSchema):
         }
 
 
-# Example bodies, from the README's contract. The row examples of a KPI follow its fields.
+# Example bodies, from the contract in docs/api.md. The row examples of a KPI follow its fields.
 _ROW_TIMES = {
     "interval_start_timestamp": "2021-07-18T00:00:00Z",
     "interval_end_timestamp": "2021-07-18T00:05:00Z",
