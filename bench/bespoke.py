@@ -15,8 +15,13 @@ by what Django, DRF or django-filter do without it:
 * ``authentication.py`` off: DRF's ``TokenAuthentication`` (a query per request);
 * ``middleware.py`` ETag, the other way round: the middleware now uses Django's tag (an
   MD5 of the body); this variant puts back the SHA-256 tag it had;
-* ``filters.py`` form cache off: django-filter builds its form class per request;
+* ``filters.py``, the other way round: django-filter now builds its form class per
+  request; this variant puts back the cache of one form class per model it had;
 * all of them off at once (DRF's throttles with no time stored: their cheapest case).
+
+Then it times alone, in many rounds, the pieces whose difference a whole request
+cannot show above the noise of a busy machine: the throttle, the token check, the
+filter form and the ETag.
 
 Each round runs every variant once, in turn, so that a machine whose speed drifts
 slows them alike; the patches are applied outside the timed request. Prints the
@@ -120,18 +125,27 @@ def _sha256_etag() -> contextlib.AbstractContextManager[Any]:
     return mock.patch("kpis.api.middleware.set_response_etag", sha256_etag)
 
 
-def _form_cache_off() -> contextlib.AbstractContextManager[Any]:
+def _form_class_cache() -> contextlib.AbstractContextManager[Any]:
+    """The bespoke cache the filters had: django-filter's form class built once per model."""
     from django_filters.filterset import BaseFilterSet
 
     from kpis.api.filters import IntervalFilter
 
-    return mock.patch.object(IntervalFilter, "get_form_class", BaseFilterSet.get_form_class)
+    built: dict[tuple[type[Any], type[Any]], Any] = {}
+
+    def get_form_class(self: Any) -> Any:
+        key = (type(self), self.queryset.model)
+        if key not in built:
+            built[key] = BaseFilterSet.get_form_class(self)
+        return built[key]
+
+    return mock.patch.object(IntervalFilter, "get_form_class", get_form_class)
 
 
 @contextlib.contextmanager
 def _all_off() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
-        for patch in (_listing_off, _drf_history(0), _token_cache_off, _form_cache_off):
+        for patch in (_listing_off, _drf_history(0), _token_cache_off):
             stack.enter_context(patch())
         yield
 
@@ -147,7 +161,7 @@ VARIANTS: dict[str, Patch | None] = {
     "throttling.py off, 6,000 times stored": _drf_history(6000),
     "authentication.py off (DRF's check)": _token_cache_off,
     "middleware.py: SHA-256 ETag (bespoke)": _sha256_etag,
-    "filters.py: form class per request": _form_cache_off,
+    "filters.py: form class cache (bespoke)": _form_class_cache,
     "all of them off": _all_off,
 }
 
@@ -204,6 +218,104 @@ def measure(kpi: int, repeat: int) -> dict[str, dict[str, tuple[float, float]]]:
     }
 
 
+def _cpu_ms(action: Callable[[], object], repeat: int, before: Callable[[], object]) -> float:
+    """Median CPU ms of ``action``, with ``before`` run untimed ahead of each call."""
+    before()
+    action()  # warm
+    times = []
+    for _ in range(repeat):
+        before()
+        started = time.process_time()
+        action()
+        times.append(time.process_time() - started)
+    return statistics.median(times) * 1000
+
+
+def parts(repeat: int) -> list[tuple[str, str, float, float]]:
+    """(module, the other way, ms as shipped, ms the other way), each piece alone.
+
+    The other way is the library's for the modules that stayed, and the bespoke code
+    that went for those that went back to the library (filters.py, middleware.py).
+
+    The differences that a whole request cannot show above the machine's noise: the
+    throttle, the token check, the filter form and the ETag, timed on their own in
+    many rounds.
+    """
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+    from django.http import HttpResponse
+    from django.utils.cache import set_response_etag
+    from rest_framework import throttling as drf_throttling
+    from rest_framework.authentication import TokenAuthentication
+    from rest_framework.authtoken.models import Token
+    from rest_framework.request import Request
+    from rest_framework.test import APIClient, APIRequestFactory
+
+    from kpis.api import throttling
+    from kpis.api.authentication import CachedTokenAuthentication
+    from kpis.api.filters import IntervalFilter
+    from kpis.api.views import KpiRowsView
+
+    user, _ = get_user_model().objects.get_or_create(username="speed")
+    key = Token.objects.get_or_create(user=user)[0].key
+    request = Request(APIRequestFactory().get("/api/KPIs/1/"))
+    request.user = user
+    nothing = lambda: None  # noqa: E731
+
+    def stored(length: int) -> Callable[[], None]:
+        def fill() -> None:
+            now = drf_throttling.UserRateThrottle.timer()
+            history = [now - index * 60 / length for index in range(length)]
+            cache.set(f"throttle_user_{user.pk}", history, 60)
+
+        return fill
+
+    def allow(throttle_class: type[drf_throttling.SimpleRateThrottle]) -> Callable[[], bool]:
+        return lambda: throttle_class().allow_request(request, None)
+
+    rows: list[tuple[str, str, float, float]] = []
+    sliced = _cpu_ms(allow(throttling.UserRateThrottle), repeat, nothing)
+    for length in (0, 1000, 6000):
+        drf = _cpu_ms(allow(drf_throttling.UserRateThrottle), repeat, stored(length))
+        rows.append(("throttling.py", f"DRF's throttle, {length:,} times stored", sliced, drf))
+
+    cached = CachedTokenAuthentication()
+    plain = TokenAuthentication()
+    rows.append(
+        (
+            "authentication.py",
+            "DRF's token check",
+            _cpu_ms(lambda: cached.authenticate_credentials(key), repeat, nothing),
+            _cpu_ms(lambda: plain.authenticate_credentials(key), repeat, nothing),
+        )
+    )
+
+    start, end = DAY
+    query = {"interval_start_timestamp__gte": start, "interval_end_timestamp__lte": end}
+    queryset = KpiRowsView(kwargs={"kpi_id": "1"}).get_queryset()
+    with _form_class_cache():
+        with_cache = _cpu_ms(lambda: IntervalFilter(query, queryset=queryset).qs, repeat, nothing)
+    without = _cpu_ms(lambda: IntervalFilter(query, queryset=queryset).qs, repeat, nothing)
+    rows.append(("filters.py", "the form class cache it had (bespoke)", without, with_cache))
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    body = client.get(f"/api/KPIs/1/?{'&'.join(f'{k}={v}' for k, v in query.items())}").content
+
+    def sha256_tag() -> str:
+        return hashlib.sha256(body).hexdigest()[:32]
+
+    rows.append(
+        (
+            "middleware.py",
+            f"the SHA-256 tag it had (bespoke), {len(body):,} bytes",
+            _cpu_ms(lambda: set_response_etag(HttpResponse(body)), repeat, nothing),
+            _cpu_ms(lambda: (HttpResponse(body), sha256_tag()), repeat, nothing),
+        )
+    )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=("sqlite", "mysql"), default="sqlite")
@@ -214,7 +326,12 @@ def main() -> int:
     )
     parser.add_argument("--days", type=int, default=30, help="Days of rows (30).")
     parser.add_argument("--repeat", type=int, default=200, help="Timed rounds (200).")
-    parser.add_argument("--kpis", type=int, nargs="+", default=[1, 2], help="KPI ids (1 2).")
+    parser.add_argument(
+        "--kpis", type=int, nargs="*", default=[1, 2], help="KPI ids (1 2; none: only the pieces)."
+    )
+    parser.add_argument(
+        "--parts-repeat", type=int, default=3000, help="Rounds of each piece alone (3000)."
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kpi-bespoke-") as folder:
@@ -248,6 +365,12 @@ def main() -> int:
                             f"  {cpu:7.2f} {cpu - base_cpu:+6.2f}"
                             f" ({(cpu - base_cpu) / base_cpu * 100:+6.1f} %)"
                         )
+            print(f"  each piece alone, median CPU ms of {args.parts_repeat} rounds:")
+            for module, other, shipped, instead in parts(args.parts_repeat):
+                print(
+                    f"    {module:18} as shipped {shipped:6.3f} ms; {other}: {instead:6.3f} ms"
+                    f" ({instead - shipped:+.3f} ms)"
+                )
             print(f"  load average {os.getloadavg()[0]:.2f} at the end")
         finally:
             from django.db import connection
