@@ -11,10 +11,11 @@ end in 401 (no credentials, a guessed token) would never be limited.
 :class:`ThrottleBeforeAuthMixin` throttles them first; DRF has no such setting.
 
 What the sliced state buys grows with the client's rate (``bench/bespoke.py``,
-each throttle alone on the database cache, SQLite): ours takes 0.18 ms whatever
-the rate; DRF's 0.19 ms for a client with no request in the last minute (no
-gain), 0.45 ms with 1,000 and 1.6 ms with 6,000 (a client at the documented user
-rate: 1.4 ms saved, about 30 % of a 4.7 ms one-day request). Under ``make load``
+each throttle alone on the database cache, SQLite): ours takes 0.18 to 0.26 ms
+whatever the rate; DRF's as much for a client with few requests in the last
+minute (no gain), 0.42 to 0.45 ms with 1,000 and 1.4 to 1.6 ms with 6,000 (a
+client at the documented user rate: 1.1 to 1.4 ms saved, a quarter of a 4.7 ms
+one-day request; 0.3 to 1.3 ms in whole requests on a busy machine). Under ``make load``
 with an unlimited rate DRF's list passed 10,000 times; there this throttle, the
 token cache and the chunked fetch together raised throughput by about 30 % on
 SQLite and 15 % on MariaDB (docs/performance.md, "Load"). It stays because a

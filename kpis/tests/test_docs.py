@@ -55,7 +55,9 @@ def heading_text(markdown: str) -> str:
     """A heading as rendered text: code spans keep their content, links their text."""
     text = _CODE_SPAN.sub(lambda match: match.group(2), markdown)
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)
-    return re.sub(r"[*_]{1,2}(\S.*?\S|\S)[*_]{1,2}", r"\1", text)
+    text = re.sub(r"\*{1,2}(\S.*?\S|\S)\*{1,2}", r"\1", text)
+    # Underscores inside a word (KPI_RESTATE_DAYS) are not emphasis.
+    return re.sub(r"(?<!\w)_{1,2}(\S.*?\S|\S)_{1,2}(?!\w)", r"\1", text)
 
 
 def slug(heading: str) -> str:
@@ -140,6 +142,7 @@ def test_the_readme_gives_the_two_commands_first() -> None:
         ),
         ("The [restatement window](operations.md) *now*", "the-restatement-window-now"),
         ("KPI_RESTATE_DAYS", "kpi_restate_days"),
+        ("_Late_ and **changed** files", "late-and-changed-files"),
     ],
 )
 def test_slugs_are_those_of_the_code_host(heading: str, expected: str) -> None:
