@@ -39,7 +39,6 @@ import hashlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,8 +46,8 @@ from typing import Any
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_speed import DAY
-from load import YEAR_START, build_year, drop_database, prepare_database, setup_django
+from api_speed import DAY, database_arguments, days_of_rows
+from load import YEAR_START
 
 Patch = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -318,14 +317,7 @@ def parts(repeat: int) -> list[tuple[str, str, float, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database", choices=("sqlite", "mysql"), default="sqlite")
-    parser.add_argument(
-        "--mysql-url",
-        default="mysql://root@127.0.0.1:3306/network_analysis",
-        help="MariaDB/MySQL server and base name; the run uses <name>_bespoke and drops it.",
-    )
-    parser.add_argument("--days", type=int, default=30, help="Days of rows (30).")
-    parser.add_argument("--repeat", type=int, default=200, help="Timed rounds (200).")
+    database_arguments(parser, suffix="_bespoke", repeat=200)
     parser.add_argument(
         "--kpis", type=int, nargs="*", default=[1, 2], help="KPI ids (1 2; none: only the pieces)."
     )
@@ -334,49 +326,32 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="kpi-bespoke-") as folder:
-        work = Path(folder)
-        url = prepare_database(
-            args.database, mysql_url=args.mysql_url, work=work, suffix="_bespoke"
+    with days_of_rows(args, suffix="_bespoke") as rows:
+        load = os.getloadavg()
+        print(
+            f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d});"
+            f" one day = {DAY[0]} to {DAY[1]}; medians of {args.repeat} rounds;"
+            f" load average {load[0]:.2f} at the start"
         )
-        os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"  # the test client's host
-        setup_django(url, work / "input")
-        try:
-            from django.conf import settings
-
-            # Measure the request, not the throttle's refusal.
-            settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"] = "100000000/minute"
-            rows, _ = build_year(days=args.days)
-            load = os.getloadavg()
+        for kpi in args.kpis:
+            figures = measure(kpi, args.repeat)
+            for name, by_variant in figures.items():
+                base_wall, base_cpu = by_variant["as shipped"]
+                print(f"  KPI {kpi} {name}: wall ms, difference; CPU ms, difference")
+                for variant, (wall, cpu) in by_variant.items():
+                    print(
+                        f"    {variant:40} {wall:7.2f} {wall - base_wall:+6.2f}"
+                        f" ({(wall - base_wall) / base_wall * 100:+6.1f} %)"
+                        f"  {cpu:7.2f} {cpu - base_cpu:+6.2f}"
+                        f" ({(cpu - base_cpu) / base_cpu * 100:+6.1f} %)"
+                    )
+        print(f"  each piece alone, median CPU ms of {args.parts_repeat} rounds:")
+        for module, other, shipped, instead in parts(args.parts_repeat):
             print(
-                f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d});"
-                f" one day = {DAY[0]} to {DAY[1]}; medians of {args.repeat} rounds;"
-                f" load average {load[0]:.2f} at the start"
+                f"    {module:18} as shipped {shipped:6.3f} ms; {other}: {instead:6.3f} ms"
+                f" ({instead - shipped:+.3f} ms)"
             )
-            for kpi in args.kpis:
-                figures = measure(kpi, args.repeat)
-                for name, by_variant in figures.items():
-                    base_wall, base_cpu = by_variant["as shipped"]
-                    print(f"  KPI {kpi} {name}: wall ms, difference; CPU ms, difference")
-                    for variant, (wall, cpu) in by_variant.items():
-                        print(
-                            f"    {variant:40} {wall:7.2f} {wall - base_wall:+6.2f}"
-                            f" ({(wall - base_wall) / base_wall * 100:+6.1f} %)"
-                            f"  {cpu:7.2f} {cpu - base_cpu:+6.2f}"
-                            f" ({(cpu - base_cpu) / base_cpu * 100:+6.1f} %)"
-                        )
-            print(f"  each piece alone, median CPU ms of {args.parts_repeat} rounds:")
-            for module, other, shipped, instead in parts(args.parts_repeat):
-                print(
-                    f"    {module:18} as shipped {shipped:6.3f} ms; {other}: {instead:6.3f} ms"
-                    f" ({instead - shipped:+.3f} ms)"
-                )
-            print(f"  load average {os.getloadavg()[0]:.2f} at the end")
-        finally:
-            from django.db import connection
-
-            connection.close()
-            drop_database(url)
+        print(f"  load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 
