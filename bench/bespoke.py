@@ -23,8 +23,9 @@ Then it times alone, in many rounds, the pieces whose difference a whole request
 cannot show above the noise of a busy machine: the throttle, the token check, the
 filter form and the ETag.
 
-Each round runs every variant once, in turn, so that a machine whose speed drifts
-slows them alike; the patches are applied outside the timed request. Prints the
+Each round runs every variant once, in a new random order, so that a machine whose
+speed drifts slows them alike and none always follows the same one; the patches
+and a garbage collection are done outside each timed request. Prints the
 median wall and CPU time of each and its difference to "as shipped", in ms and as
 a share of the shipped request. Every variant's body is checked to equal the shipped one.
 
@@ -35,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -187,6 +190,9 @@ def measure(kpi: int, repeat: int) -> dict[str, dict[str, tuple[float, float]]]:
 
     def timed(url: str, patch: Patch | None) -> tuple[tuple[float, float], bytes]:
         with patch() if patch is not None else contextlib.nullcontext():
+            # The garbage of the variant before (a ModelSerializer's thousands of objects)
+            # would otherwise be collected, and charged, in this request.
+            gc.collect()
             started, started_cpu = time.perf_counter(), time.process_time()
             response = client.get(url)
             elapsed = time.perf_counter() - started, time.process_time() - started_cpu
@@ -201,10 +207,13 @@ def measure(kpi: int, repeat: int) -> dict[str, dict[str, tuple[float, float]]]:
     times: dict[str, dict[str, list[tuple[float, float]]]] = {
         name: {variant: [] for variant in VARIANTS} for name in formats
     }
+    # A new order every round: no variant always follows the same one.
+    order = random.Random(20261204)
     for _ in range(repeat):
-        for name, url in formats.items():
-            for variant, patch in VARIANTS.items():
-                times[name][variant].append(timed(url, patch)[0])
+        runs = [(name, variant) for name in formats for variant in VARIANTS]
+        order.shuffle(runs)
+        for name, variant in runs:
+            times[name][variant].append(timed(formats[name], VARIANTS[variant])[0])
     return {
         name: {
             variant: (

@@ -11,10 +11,10 @@ forgets every remembered check at once (see :func:`forget_checked_tokens`), and
 a check that was under way meanwhile (in another thread) is not remembered.
 A failed check is never remembered.
 
-What it buys (``bench/bespoke.py``): a remembered check takes 0.01 to 0.02 ms
-against DRF's 0.40 to 0.43 ms, measured alone; on the whole one-day request
-(SQLite) DRF's check adds 0.6 to 1.2 ms of CPU (7 to 15 % on a busy machine; 0.45
-ms, about a tenth, of a 4.7 ms request on a quiet one with ``bench/api_speed.py``).
+What it buys (``bench/bespoke.py``): a remembered check takes 0.013 ms against
+DRF's 0.30 ms, measured alone; on the whole one-day request (SQLite) DRF's check
+adds 0.5 to 0.7 ms of CPU, 6 to 13 % of the request (0.45 ms, about a tenth of a
+4.7 ms request on a quiet machine, with ``bench/api_speed.py``).
 """
 
 from __future__ import annotations

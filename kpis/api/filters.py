@@ -1,10 +1,9 @@
 """Query filters of the API; empty values are ignored, malformed ones give 400.
 
 Plain django-filter. A cache of its form class, one per model instead of one per
-request, was used here for a while and dropped: 0.18 to 0.22 ms less per request
-measured alone, under 5 % of a 4.7 ms one-day request, and nothing that stands out
-of the noise of whole requests (``bench/bespoke.py``, "filters.py: form class
-cache": it saved -0.5 to +0.6 ms of CPU on a busy machine).
+request, was used here for a while and dropped: 0.16 ms less per request measured
+alone, and at most 0.4 ms (5 %) in whole one-day requests (``bench/bespoke.py``,
+"filters.py: form class cache": -0.2 to +0.4 ms).
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ are never compressed (BREACH) and the admin keeps its own caching rules. They bu
 behaviour, not speed, and add the tag to ``HEAD`` answers, which Django leaves out.
 
 The tag is Django's own (an MD5 of the body). A SHA-256 tag, computed in hardware
-on most current CPUs, was used here for a while: 0.09 against 0.22 ms for a day of
+on most current CPUs, was used here for a while: 0.09 against 0.21 ms for a day of
 KPI rows (155 kB) measured alone, 0.12 ms or under 3 % of a 4.7 ms one-day request,
-and within the noise of whole requests (``bench/bespoke.py``, "middleware.py:
-SHA-256 ETag": 0.0 to 0.6 ms of CPU on a busy machine). So it went.
+and nothing measurable in whole requests (``bench/bespoke.py``, "middleware.py:
+SHA-256 ETag": -0.8 to +0.2 ms). So it went.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ way for anything else: DRF's ``JSONRenderer`` (or orjson, for the same bytes) an
 the ``csv`` module.
 
 What it buys on the one-day request (936 rows, SQLite, ``bench/bespoke.py``): DRF's
-``JSONRenderer`` over the row dicts costs 2.9 to 3.6 ms more CPU (36 to 45 % of
-the request), the ``csv`` module over them 2.5 to 2.8 ms more (29 to 36 %), on a
-busy 2-vCPU machine where the request takes 7.5 to 9 ms. The output is
+``JSONRenderer`` over the row dicts costs 1.5 to 1.8 ms more CPU (19 to 31 % of
+the request), the ``csv`` module over them 1.4 to 1.6 ms more (21 to 26 %), on a
+2-vCPU machine where the request takes 5.6 to 7.7 ms. The output is
 the same bytes (property tests against DRF and the ``csv`` module, and the saved
 responses of ``kpis/tests/api/test_responses_unchanged.py``).
 """

@@ -11,11 +11,10 @@ end in 401 (no credentials, a guessed token) would never be limited.
 :class:`ThrottleBeforeAuthMixin` throttles them first; DRF has no such setting.
 
 What the sliced state buys grows with the client's rate (``bench/bespoke.py``,
-each throttle alone on the database cache, SQLite): ours takes 0.18 to 0.26 ms
-whatever the rate; DRF's as much for a client with few requests in the last
-minute (no gain), 0.42 to 0.45 ms with 1,000 and 1.4 to 1.6 ms with 6,000 (a
-client at the documented user rate: 1.1 to 1.4 ms saved, a quarter of a 4.7 ms
-one-day request; 0.3 to 1.3 ms in whole requests on a busy machine). Under ``make load``
+database cache, SQLite). Alone, ours takes 0.28 ms whatever the rate; DRF's as
+much with no request of the client stored, 0.42 ms with 1,000 and 1.46 ms with
+6,000, the documented user rate. In whole one-day requests that is nothing up to
+1,000 and 0.9 ms (12 to 16 % of the request) at 6,000. Under ``make load``
 with an unlimited rate DRF's list passed 10,000 times; there this throttle, the
 token cache and the chunked fetch together raised throughput by about 30 % on
 SQLite and 15 % on MariaDB (docs/performance.md, "Load"). It stays because a
