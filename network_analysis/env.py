@@ -53,6 +53,27 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def envpowerof2(name: str, default: int, *, maximum: int) -> int:
+    """Read a power of two from 1 to ``maximum``."""
+    value = envint(name, default, minimum=1)
+    if value > maximum or value & (value - 1):
+        raise ImproperlyConfigured(
+            f"{name}={value} must be a power of two from 1 to {maximum} (1, 2, 4, 8, ...)."
+        )
+    return value
+
+
+def state_location(value: str) -> str:
+    """A URL (``s3://bucket/prefix``) as it is, a folder as an absolute path.
+
+    Worker processes, and Dask workers on this machine, open states by this
+    name from other working directories.
+    """
+    if "://" in value:
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
+
+
 def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     """Read one of ``choices`` (any case); anything else stops start-up."""
     raw = os.environ.get(name, "").strip()

@@ -22,8 +22,10 @@ from network_analysis.env import (
     envchoice,
     envint,
     envlist,
+    envpowerof2,
     envstr,
     sqlite_database,
+    state_location,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -200,6 +202,14 @@ KPI_WORKERS = envint("KPI_WORKERS", cpus_available(), minimum=1)
 # KPI_INPUT_DIR at the same path.
 KPI_DASK_SCHEDULER = envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
 KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
+# Where each counted file's state is kept (kpis.pipeline.store): a folder, or an
+# s3://bucket/prefix/ URL that every Dask worker reaches. The database keeps references only.
+KPI_STATE_URL = state_location(envstr("KPI_STATE_URL", str(DATA_DIR / "state")))
+# Cell partitions of every state: each is merged on its own, so memory follows one part.
+KPI_STATE_PARTITIONS = envpowerof2("KPI_STATE_PARTITIONS", 16, maximum=1024)
+# A file larger than this is read as byte ranges of this size, each a task of its own
+# (gzip files stay one task: they cannot be split).
+KPI_READ_RANGE_BYTES = envint("KPI_READ_RANGE_BYTES", 64 * 1024 * 1024, minimum=4096)
 
 REST_FRAMEWORK = {
     # The throttles' client address: the one the HTTPS proxy appended to X-Forwarded-For

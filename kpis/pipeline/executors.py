@@ -84,6 +84,8 @@ class FileExecutor:
     slots: int
     description: str
     lost: tuple[type[BaseException], ...] = ()
+    # Tasks that run at once: what a merge is split into.
+    workers: int = 1
     _renew: Callable[[], Executor] | None = field(default=None, repr=False)
 
     @property
@@ -181,6 +183,7 @@ def executor_for(config: ExecutorConfig, *, files: int) -> Iterator[FileExecutor
         executor=_process_pool(workers),
         slots=workers * _FILES_PER_WORKER,
         description=f"{workers} local worker processes",
+        workers=workers,
         lost=(BrokenProcessPool,),
         _renew=lambda: _process_pool(workers),
     )
@@ -218,6 +221,7 @@ def _dask_executor(config: ExecutorConfig) -> Iterator[FileExecutor]:
             slots=max(1, threads) * _FILES_PER_WORKER,
             description=f"the Dask cluster at {config.scheduler} ({threads} worker threads)",
             lost=(KilledWorker,),
+            workers=max(1, threads),
         )
     finally:
         client.close()

@@ -10,22 +10,18 @@ ranking's worth of rows (:class:`MergedTops`), never the pairs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kpis.pipeline import FileOutcome, aggregate_file
 from kpis.pipeline.aggregates import IncompatiblePartial, _add_totals, _distinct_pairs, _top
+from kpis.pipeline.location import InputPath
 from kpis.pipeline.reader import ReadStats
-from kpis.pipeline.store import (
-    StateRef,
-    StateStore,
-    part_pairs,
-    service_totals_of,
-    state_metadata,
-)
+from kpis.pipeline.state_format import part_pairs, service_totals_of, state_metadata
+from kpis.pipeline.store import StateRef, StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +34,7 @@ class StateRead:
 
 
 def file_to_state(
-    path: str,
+    path: InputPath,
     *,
     hash_key: str,
     block_size: int,
@@ -49,7 +45,7 @@ def file_to_state(
 ) -> StateRead:
     """Read one raw file and write its state; raises ``FileNotFoundError`` if it is gone."""
     outcome: FileOutcome = aggregate_file(
-        Path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
+        path, hash_key=hash_key, block_size=block_size, on_block=on_block
     )
     return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
 
@@ -91,23 +87,26 @@ def states_merge(
     store = StateStore(store_url)
     top_cells: list[tuple[int, int]] = []
     totals: list[pd.Series] = []
-    for part in parts:
-        cell_ids: list[np.ndarray] = []
-        subscribers: list[np.ndarray] = []
-        for key in keys:
-            with store.open(key) as parquet:
-                metadata = state_metadata(parquet)
-                if metadata[b"key_id"].decode() != key_id:
-                    raise IncompatiblePartial(
-                        "stored subscriber state was made with another KPI_SUBSCRIBER_KEY"
-                    )
-                if with_totals and part == parts[0]:
-                    totals.append(service_totals_of(metadata))
+    with ExitStack() as stack:
+        # Each state is opened once (its footer read once); its parts are then read one by one.
+        states = [stack.enter_context(store.open(key)) for key in keys]
+        for parquet in states:
+            metadata = state_metadata(parquet)
+            if metadata[b"key_id"].decode() != key_id:
+                raise IncompatiblePartial(
+                    "stored subscriber state was made with another KPI_SUBSCRIBER_KEY"
+                )
+            if with_totals:
+                totals.append(service_totals_of(metadata))
+        for part in parts:
+            cell_ids: list[np.ndarray] = []
+            subscribers: list[np.ndarray] = []
+            for parquet in states:
                 cell_id, subscriber = part_pairs(parquet, part, partitions)
-            if len(cell_id):
-                cell_ids.append(cell_id)
-                subscribers.append(subscriber)
-        top_cells.extend(_part_top_cells(cell_ids, subscribers, top_n))
+                if len(cell_id):
+                    cell_ids.append(cell_id)
+                    subscribers.append(subscriber)
+            top_cells.extend(_part_top_cells(cell_ids, subscribers, top_n))
     return MergedTops(
         top_cells=top_cells, service_bytes=_add_totals(totals) if with_totals else None
     )

@@ -186,6 +186,15 @@ def command_process(
 
 
 @pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own state store (a folder), for this process and the commands it starts."""
+    folder = tmp_path / "state"
+    settings.KPI_STATE_URL = str(folder)
+    monkeypatch.setenv("KPI_STATE_URL", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # The default hasher is slow by design; tests only need it to work.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -6,9 +6,11 @@ Meant for cron, every five minutes; see crontab.example.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -38,6 +40,7 @@ from kpis.services import (
     UpdateConfig,
     network_stats_update,
     run_lock,
+    state_store,
     update_run_recorded,
 )
 from kpis.services.restatement import restate_command
@@ -233,10 +236,14 @@ class Command(BaseCommand):
         except Exception as error:
             # The object storage lost in the middle of a run: the interval being
             # written was rolled back with its transaction; the next run redoes it.
-            if not (is_url(input_dir) and is_storage_error(error)):
+            if is_url(input_dir) and is_storage_error(error):
+                where = (str(input_dir), "KPI_INPUT_DIR")
+            elif is_url(config.state_url) and is_storage_error(error):
+                where = (config.state_url, "KPI_STATE_URL")
+            else:
                 raise
             raise CommandError(
-                describe_storage_error(error, str(input_dir))
+                describe_storage_error(error, *where)
                 + "; nothing half-written was kept, the next run completes the work"
             ) from error
         finally:
@@ -275,9 +282,15 @@ class Command(BaseCommand):
 
     def _run(self, config: UpdateConfig, observer: Observer, *, dry_run: bool) -> RunSummary:
         if dry_run:
-            with transaction.atomic():
-                summary = network_stats_update(config=config, observer=observer)
-                transaction.set_rollback(True)
+            # The states it writes go under a prefix of their own, removed at the end.
+            scratch = f"dry-run/{uuid.uuid4().hex}"
+            config = dataclasses.replace(config, state_prefix=scratch + "/")
+            try:
+                with transaction.atomic():
+                    summary = network_stats_update(config=config, observer=observer)
+                    transaction.set_rollback(True)
+            finally:
+                state_store(config.state_url).delete_prefix(scratch)
             return summary
         with run_lock(stale_after=timedelta(seconds=settings.KPI_LOCK_STALE_SECONDS)) as beat:
             return network_stats_update(config=config, heartbeat=beat, observer=observer)

@@ -255,7 +255,7 @@ def test_a_run_over_an_unchanged_bucket_lists_once_and_reads_nothing(
     input_bucket.filesystem.pipe(objects)
     assert run_update("2021-07-18T01:00Z", "--workers", "1").exit_code == 0
     counter = RequestCounter()
-    counter.attach(location._filesystem())
+    counter.attach(location.s3_filesystem())
 
     result = run_update("2021-07-18T01:00Z", "--workers", "1")
 

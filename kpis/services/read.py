@@ -1,0 +1,234 @@
+"""Reading the files of a run on the executor, interval by interval, and merging stored states.
+
+Each file is read by a task (in this process, a local pool or a Dask worker)
+that writes the file's state to the state store itself and sends back only
+its figures and a reference. Merges run as tasks too, one per group of cell
+partitions, and send back only top cells and service totals. This module
+waits for those tasks while keeping the run's lock alive, and turns a worker
+that died into a clear failure; it writes nothing to the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from kpis.pipeline import InputFile, key_id_for
+from kpis.pipeline.executors import ExecutorFailed, FileExecutor, WorkerLost
+from kpis.pipeline.location import input_exists
+from kpis.pipeline.store import StateRef, state_key_prefix
+from kpis.services.config import UpdateConfig
+
+if TYPE_CHECKING:
+    from kpis.pipeline import ReadStats
+    from kpis.pipeline.tasks import Ranking, StateRead
+
+logger = logging.getLogger("kpis.update")
+
+# How often a wait for work done elsewhere wakes up to renew the run's lock.
+_WAIT_SECONDS = 1.0
+
+
+@dataclass
+class FileRead:
+    """What reading one file gave: its figures, and its states in the store if it is usable."""
+
+    stats: ReadStats
+    error: str | None = None
+    states: list[StateRef] = field(default_factory=list)
+
+
+Heartbeat = Callable[[], None]
+_Job = tuple[InputFile, "Future[StateRead]"]
+
+
+def _wait(futures: Sequence[Future[Any]], heartbeat: Heartbeat) -> None:
+    while wait(futures, timeout=_WAIT_SECONDS).not_done:
+        heartbeat()
+    heartbeat()
+
+
+def _read_submit(
+    executor: FileExecutor, input_file: InputFile, config: UpdateConfig, heartbeat: Heartbeat
+) -> Future[StateRead]:
+    # The heartbeat can only be called per block in this process; elsewhere the
+    # wait for results calls it.
+    # Imported here, not above: a run with nothing to read never loads pandas.
+    from kpis.pipeline import tasks
+
+    on_block = {"on_block": heartbeat} if executor.in_process else {}
+    try:
+        return executor.submit(
+            tasks.file_to_state,
+            input_file.path,
+            hash_key=config.hash_key,
+            block_size=config.block_size,
+            store_url=config.state_url,
+            key_prefix=config.state_prefix
+            + state_key_prefix(input_file.interval_start, input_file.name, seq=0),
+            partitions=config.partitions,
+            **on_block,
+        )
+    except executor.lost as error:
+        # A pool that broke refuses new work; report it where results are collected.
+        failed: Future[StateRead] = Future()
+        failed.set_exception(error)
+        return failed
+
+
+def _read_collect(
+    jobs: list[_Job], executor: FileExecutor, heartbeat: Heartbeat
+) -> dict[str, FileRead]:
+    """Wait for the files of one interval, keeping the lock alive; what each gave, by name."""
+    from kpis.pipeline import ReadStats
+
+    _wait([future for _, future in jobs], heartbeat)
+    reads: dict[str, FileRead] = {}
+    for input_file, future in jobs:
+        try:
+            result = future.result()
+        except executor.lost:
+            raise
+        except FileNotFoundError:
+            if not (executor.remote and input_exists(input_file.path)):
+                logger.warning("file %s disappeared before it could be read", input_file.name)
+                continue
+            # Here but not there: the worker does not see the input folder.
+            reads[input_file.name] = FileRead(
+                stats=ReadStats(),
+                error=(
+                    f"a Dask worker could not find {input_file.path}: every worker must see "
+                    "the input folder at the same path as this machine (shared storage)"
+                ),
+            )
+            continue
+        except Exception as error:
+            if not executor.remote:
+                raise
+            raise ExecutorFailed(
+                f"{executor.description} could not read {input_file.name}: "
+                f"{type(error).__name__}: {' '.join(str(error).split())}; "
+                "the scheduler and every worker must run this project's code with the same "
+                "requirements (see the README, Parallel and distributed runs)"
+            ) from error
+        read = FileRead(
+            stats=result.stats,
+            error=result.error,
+            states=[result.state] if result.state is not None else [],
+        )
+        if read.error is not None:
+            logger.error("file %s failed: %s", input_file.name, read.error)
+        else:
+            logger.debug(
+                "read %s: rows accepted=%d rejected=%d",
+                input_file.name,
+                read.stats.rows_accepted,
+                read.stats.rows_rejected,
+            )
+        reads[input_file.name] = read
+    return reads
+
+
+def _succeeded(future: Future[StateRead]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def reads_in_order(
+    batches: list[tuple[datetime, list[InputFile]]],
+    *,
+    config: UpdateConfig,
+    executor: FileExecutor,
+    heartbeat: Heartbeat,
+) -> Iterator[tuple[datetime, dict[str, FileRead]]]:
+    """Read the files of each interval on ``executor``; yield what they gave in interval order.
+
+    Later intervals are read while earlier ones are stored, but at most
+    ``executor.slots`` files (or one interval's) are in flight or waiting, so
+    the backlog never piles up in memory or in the store.
+    """
+    queue = deque(batches)
+    pending: deque[tuple[datetime, list[_Job]]] = deque()
+    in_flight = 0
+    renewed = False
+    while queue or pending:
+        while queue and (not pending or in_flight + len(queue[0][1]) <= executor.slots):
+            start, files = queue.popleft()
+            pending.append(
+                (start, [(f, _read_submit(executor, f, config, heartbeat)) for f in files])
+            )
+            in_flight += len(files)
+        start, jobs = pending[0]
+        try:
+            reads = _read_collect(jobs, executor, heartbeat)
+        except executor.lost as error:
+            unfinished = [f.name for _, js in pending for f, fut in js if not _succeeded(fut)]
+            if renewed or not executor.renewable:
+                raise WorkerLost(
+                    f"a worker process died while reading ({error or type(error).__name__}); "
+                    f"{len(unfinished)} file(s) were not read, from interval "
+                    f"{start:%Y-%m-%dT%H:%MZ} on, and nothing of those intervals was stored; "
+                    "the next run reads them again"
+                ) from error
+            logger.warning(
+                "a worker process died while reading; reading %d unfinished file(s) again "
+                "in a new pool of %s",
+                len(unfinished),
+                executor.description,
+            )
+            executor.renew()
+            renewed = True
+            for index, (interval, old_jobs) in enumerate(pending):
+                pending[index] = (
+                    interval,
+                    [
+                        (f, fut)
+                        if _succeeded(fut)
+                        else (f, _read_submit(executor, f, config, heartbeat))
+                        for f, fut in old_jobs
+                    ],
+                )
+            continue
+        pending.popleft()
+        in_flight -= len(jobs)
+        yield start, reads
+
+
+def states_ranking(
+    keys: Sequence[str],
+    *,
+    config: UpdateConfig,
+    executor: FileExecutor,
+    heartbeat: Heartbeat,
+    what: str,
+) -> Ranking:
+    """Merge the states under ``keys`` on the executor, a group of cell partitions per task."""
+    from kpis.pipeline.tasks import Ranking, merge_plan, states_merge
+
+    if not keys:
+        return Ranking.of(())
+    futures = [
+        executor.submit(
+            states_merge,
+            config.state_url,
+            list(keys),
+            parts=parts,
+            partitions=config.partitions,
+            top_n=config.top_n,
+            key_id=key_id_for(config.hash_key),
+            with_totals=index == 0,
+        )
+        for index, parts in enumerate(merge_plan(config.partitions, executor.workers))
+    ]
+    _wait(futures, heartbeat)
+    try:
+        return Ranking.of(future.result() for future in futures)
+    except executor.lost as error:
+        raise WorkerLost(
+            f"a worker process died while merging the states of {what}; nothing of it was "
+            "stored, the next run merges them again"
+        ) from error
