@@ -96,10 +96,13 @@ class FileExecutor:
     def remote(self) -> bool:
         return self.kind == "dask"
 
+    # How many times the executor was replaced after a worker died (once per run at most).
+    generation: int = 0
+
     @property
     def renewable(self) -> bool:
         """Whether a fresh executor can replace one whose worker died."""
-        return self._renew is not None
+        return self._renew is not None and self.generation == 0
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         return self.executor.submit(fn, *args, **kwargs)
@@ -110,6 +113,7 @@ class FileExecutor:
             raise WorkerLost(f"the {self.kind} cannot be replaced")
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.executor = self._renew()
+        self.generation += 1
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:

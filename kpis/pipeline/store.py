@@ -112,12 +112,14 @@ class StateStore:
     def delete_prefix(self, prefix: str) -> None:
         """Remove every state whose key starts with ``prefix/`` (an hour's folder)."""
         path = self._path(prefix)
+        self.fs.invalidate_cache(path)  # an object store's listing may be cached
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
     def keys(self, prefix: str) -> list[str]:
         """The keys under ``prefix/``, temporary files of an interrupted write included."""
         path = self._path(prefix)
+        self.fs.invalidate_cache(path)
         try:
             found = self.fs.find(path)
         except FileNotFoundError:

@@ -26,7 +26,7 @@ from kpis.services.config import UpdateConfig
 
 if TYPE_CHECKING:
     from kpis.pipeline import ReadStats
-    from kpis.pipeline.tasks import Ranking, StateRead
+    from kpis.pipeline.tasks import MergedTops, Ranking, StateRead
 
 logger = logging.getLogger("kpis.update")
 
@@ -152,46 +152,42 @@ def reads_in_order(
     the backlog never piles up in memory or in the store.
     """
     queue = deque(batches)
-    pending: deque[tuple[datetime, list[_Job]]] = deque()
+    # Each interval's jobs, and the generation of the executor they were submitted to.
+    pending: deque[tuple[datetime, list[_Job], int]] = deque()
     in_flight = 0
-    renewed = False
     while queue or pending:
         while queue and (not pending or in_flight + len(queue[0][1]) <= executor.slots):
             start, files = queue.popleft()
-            pending.append(
-                (start, [(f, _read_submit(executor, f, config, heartbeat)) for f in files])
-            )
+            jobs = [(f, _read_submit(executor, f, config, heartbeat)) for f in files]
+            pending.append((start, jobs, executor.generation))
             in_flight += len(files)
-        start, jobs = pending[0]
+        start, jobs, _ = pending[0]
         try:
             reads = _read_collect(jobs, executor, heartbeat)
         except executor.lost as error:
-            unfinished = [f.name for _, js in pending for f, fut in js if not _succeeded(fut)]
-            if renewed or not executor.renewable:
-                raise WorkerLost(
-                    f"a worker process died while reading ({error or type(error).__name__}); "
-                    f"{len(unfinished)} file(s) were not read, from interval "
-                    f"{start:%Y-%m-%dT%H:%MZ} on, and nothing of those intervals was stored; "
-                    "the next run reads them again"
-                ) from error
+            unfinished = [f.name for _, js, _ in pending for f, fut in js if not _succeeded(fut)]
+            # The executor may have been replaced already, by a merge that met the same death.
+            if any(generation == executor.generation for _, _, generation in pending):
+                if not executor.renewable:
+                    raise WorkerLost(
+                        f"a worker process died while reading ({error or type(error).__name__}); "
+                        f"{len(unfinished)} file(s) were not read, from interval "
+                        f"{start:%Y-%m-%dT%H:%MZ} on, and nothing of those intervals was stored; "
+                        "the next run reads them again"
+                    ) from error
+                executor.renew()
             logger.warning(
                 "a worker process died while reading; reading %d unfinished file(s) again "
                 "in a new pool of %s",
                 len(unfinished),
                 executor.description,
             )
-            executor.renew()
-            renewed = True
-            for index, (interval, old_jobs) in enumerate(pending):
-                pending[index] = (
-                    interval,
-                    [
-                        (f, fut)
-                        if _succeeded(fut)
-                        else (f, _read_submit(executor, f, config, heartbeat))
-                        for f, fut in old_jobs
-                    ],
-                )
+            for index, (interval, old_jobs, _) in enumerate(pending):
+                fresh = [
+                    (f, fut if _succeeded(fut) else _read_submit(executor, f, config, heartbeat))
+                    for f, fut in old_jobs
+                ]
+                pending[index] = (interval, fresh, executor.generation)
             continue
         pending.popleft()
         in_flight -= len(jobs)
@@ -211,24 +207,38 @@ def states_ranking(
 
     if not keys:
         return Ranking.of(())
-    futures = [
-        executor.submit(
-            states_merge,
-            config.state_url,
-            list(keys),
-            parts=parts,
-            partitions=config.partitions,
-            top_n=config.top_n,
-            key_id=key_id_for(config.hash_key),
-            with_totals=index == 0,
-        )
-        for index, parts in enumerate(merge_plan(config.partitions, executor.workers))
-    ]
-    _wait(futures, heartbeat)
-    try:
-        return Ranking.of(future.result() for future in futures)
-    except executor.lost as error:
-        raise WorkerLost(
-            f"a worker process died while merging the states of {what}; nothing of it was "
-            "stored, the next run merges them again"
-        ) from error
+
+    def submit() -> list[Future[MergedTops]]:
+        return [
+            executor.submit(
+                states_merge,
+                config.state_url,
+                list(keys),
+                parts=parts,
+                partitions=config.partitions,
+                top_n=config.top_n,
+                key_id=key_id_for(config.hash_key),
+                with_totals=index == 0,
+            )
+            for index, parts in enumerate(merge_plan(config.partitions, executor.workers))
+        ]
+
+    while True:
+        try:
+            futures = submit()
+            _wait(futures, heartbeat)
+            return Ranking.of(future.result() for future in futures)
+        except executor.lost as error:
+            if not executor.renewable:
+                raise WorkerLost(
+                    "a worker process died while reading or merging states "
+                    f"({error or type(error).__name__}); nothing of {what} or later was "
+                    "stored; the next run reads them again"
+                ) from error
+            logger.warning(
+                "a worker process died while merging the states of %s; merging again in a "
+                "new pool of %s",
+                what,
+                executor.description,
+            )
+            executor.renew()

@@ -60,6 +60,8 @@ class RunSummary:
     rows_rejected: int = 0
     hours_rolled_up: int = 0
     hours_made_final: int = 0
+    # Files in the input folder whose names do not follow the contract.
+    files_ignored: int = 0
     failures: list[str] = field(default_factory=list)
     too_late: list[TooLateFile] = field(default_factory=list)
     # A restatement refused as a whole: the run changed nothing.
@@ -82,6 +84,7 @@ class RunSummary:
             f"rows accepted: {self.rows_accepted}, rows rejected: {self.rows_rejected}, "
             f"hours rolled up: {self.hours_rolled_up}"
             + (f", files too late: {len(self.too_late)}" if self.too_late else "")
+            + (f", files ignored: {self.files_ignored}" if self.files_ignored else "")
             + (f", hours made final: {self.hours_made_final}" if self.hours_made_final else "")
         )
 

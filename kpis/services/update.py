@@ -41,8 +41,19 @@ def network_stats_update(
 ) -> RunSummary:
     """Process every due interval with new or changed files, then roll up due hours."""
     observer = observer or Observer()
-    plan = run_plan(folder_list(config.input_dir), config)
-    summary = RunSummary(too_late=plan.too_late, refused=plan.refused)
+    listing = folder_list(config.input_dir)
+    plan = run_plan(listing, config)
+    summary = RunSummary(
+        too_late=plan.too_late, refused=plan.refused, files_ignored=len(listing.ignored)
+    )
+    if listing.ignored:
+        logger.debug(
+            "%d file(s) ignored: their names do not follow the contract "
+            "<prefix>.<stream>-<epoch_ms>.<part>.csv[.gz] "
+            "(e.g. network.records-1626566720000.0.csv): %s",
+            len(listing.ignored),
+            ", ".join(sorted(listing.ignored)[:5]),
+        )
     if plan.refused:
         return summary  # all or nothing: the run changes nothing
     if not config.state_prefix:  # a dry run leaves the hours' folders alone

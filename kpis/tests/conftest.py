@@ -118,12 +118,23 @@ def input_backend() -> str:
 
 @pytest.fixture
 def input_bucket(
-    seaweed: SeaweedServer, input_folder: InputFolder, monkeypatch: pytest.MonkeyPatch
+    seaweed: SeaweedServer,
+    input_folder: InputFolder,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    state_dir: Path,
 ) -> BucketMirror:
-    """A fresh bucket mirroring the test's input folder, with the AWS variables set for it."""
+    """A fresh bucket mirroring the test's input folder, with the AWS variables set for it.
+
+    The states go to the same bucket (``KPI_STATE_URL``), as on a cluster without a
+    shared filesystem.
+    """
     for variable, value in seaweed.environ().items():
         monkeypatch.setenv(variable, value)
-    return BucketMirror(seaweed.filesystem(), seaweed.new_bucket(), input_folder.path)
+    bucket = BucketMirror(seaweed.filesystem(), seaweed.new_bucket(), input_folder.path)
+    settings.KPI_STATE_URL = bucket.state_url.rstrip("/")
+    monkeypatch.setenv("KPI_STATE_URL", settings.KPI_STATE_URL)
+    return bucket
 
 
 @pytest.fixture

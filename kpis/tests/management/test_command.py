@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
 from kpis.models import CellUniqueUsers, InputFileRecord, IntervalLedger, ServiceTrafficVolume
 from kpis.sampledata import Population, write_sample_files
-from kpis.tests.conftest import InputFolder, command_process, utc
+from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,3 +149,29 @@ def test_a_malformed_setting_stops_start_up_naming_the_variable(input_folder: In
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
     assert "KPI_TOP_N='three' is not a whole number" in stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_whose_names_break_the_contract_are_counted_and_named_at_verbosity_2(
+    input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> None:
+    input_folder.write("2021-07-18T00:00", [("4917000001", 1, 1, 10, 0)])
+    for name in ("usage.csv", "notes.txt"):
+        input_folder.write_raw(name, b"msisdn,cell_id,service_id,bytes_uplink,bytes_downlink\n")
+    # An upload in progress and a hidden file are not mistakes: they are not counted.
+    input_folder.write_raw("network.records-1626566720000.1.csv.tmp", b"partial")
+    input_folder.write_raw(".DS_Store", b"")
+
+    quiet = run_update("2021-07-18T01:10Z")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert quiet.stdout.strip().endswith("files ignored: 2")
+    assert "usage.csv" not in quiet.stderr
+
+    verbose = command_process(
+        "update_network_stats",
+        *("--now", "2021-07-18T01:10Z", "--input-dir", str(input_folder.path), "-v", "2"),
+    )
+    stdout, stderr = verbose.communicate(timeout=120)
+    assert "files ignored: 2" in stdout
+    assert "2 file(s) ignored: their names do not follow the contract" in stderr
+    assert "notes.txt, usage.csv" in stderr
