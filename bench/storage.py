@@ -119,7 +119,7 @@ def bytes_in_use() -> int:
 
 
 def state_figures() -> tuple[int, int]:
-    """Bytes of the states the database references (in the state store), and the hours that hold states."""
+    """Bytes of the states referenced (kept in the state store), and the hours holding states."""
     from django.db.models import Sum
 
     from kpis.models import FileState, IntervalLedger, IntervalType

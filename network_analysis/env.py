@@ -39,8 +39,15 @@ def envbool(name: str, default: bool) -> bool:
     )
 
 
-def envint(name: str, default: int, *, minimum: int | None = None) -> int:
-    """Read a whole number, optionally bounded below."""
+def envint(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    power_of_two: bool = False,
+) -> int:
+    """Read a whole number, optionally bounded, optionally a power of two."""
     raw = os.environ.get(name, "").strip()
     if raw == "":
         return default
@@ -50,16 +57,10 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
-    return value
-
-
-def envpowerof2(name: str, default: int, *, maximum: int) -> int:
-    """Read a power of two from 1 to ``maximum``."""
-    value = envint(name, default, minimum=1)
-    if value > maximum or value & (value - 1):
-        raise ImproperlyConfigured(
-            f"{name}={value} must be a power of two from 1 to {maximum} (1, 2, 4, 8, ...)."
-        )
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be at most {maximum}.")
+    if power_of_two and value & (value - 1):
+        raise ImproperlyConfigured(f"{name}={value} must be a power of two (1, 2, 4, 8, ...).")
     return value
 
 

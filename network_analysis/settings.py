@@ -22,7 +22,6 @@ from network_analysis.env import (
     envchoice,
     envint,
     envlist,
-    envpowerof2,
     envstr,
     sqlite_database,
     state_location,
@@ -206,7 +205,9 @@ KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
 # s3://bucket/prefix/ URL that every Dask worker reaches. The database keeps references only.
 KPI_STATE_URL = state_location(envstr("KPI_STATE_URL", str(DATA_DIR / "state")))
 # Cell partitions of every state: each is merged on its own, so memory follows one part.
-KPI_STATE_PARTITIONS = envpowerof2("KPI_STATE_PARTITIONS", 16, maximum=1024)
+KPI_STATE_PARTITIONS = envint(
+    "KPI_STATE_PARTITIONS", 16, minimum=1, maximum=1024, power_of_two=True
+)
 # A file larger than this is read as byte ranges of this size, each a task of its own
 # (gzip files stay one task: they cannot be split).
 KPI_READ_RANGE_BYTES = envint("KPI_READ_RANGE_BYTES", 64 * 1024 * 1024, minimum=4096)

@@ -20,6 +20,7 @@ from network_analysis.env import (
     envbool,
     envint,
     envlist,
+    state_location,
 )
 
 
@@ -159,6 +160,9 @@ def test_a_scheduler_address_is_kept_as_given_or_empty(monkeypatch: pytest.Monke
         ("KPI_WORKERS", "0", "KPI_WORKERS=0 must be at least 1"),
         ("KPI_WORKERS", "all", "KPI_WORKERS='all' is not a whole number"),
         ("KPI_DASK_SCHEDULER", "dask:8786", "KPI_DASK_SCHEDULER='dask:8786' is not an address"),
+        ("KPI_STATE_PARTITIONS", "12", "KPI_STATE_PARTITIONS=12 must be a power of two"),
+        ("KPI_STATE_PARTITIONS", "2048", "KPI_STATE_PARTITIONS=2048 must be at most 1024"),
+        ("KPI_READ_RANGE_BYTES", "100", "KPI_READ_RANGE_BYTES=100 must be at least 4096"),
     ],
 )
 def test_bad_executor_settings_stop_start_up(variable: str, raw: str, message: str) -> None:
@@ -171,6 +175,12 @@ def test_bad_executor_settings_stop_start_up(variable: str, raw: str, message: s
     )
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def test_a_state_folder_is_made_absolute_and_a_bucket_kept(tmp_path: Path) -> None:
+    assert state_location("s3://states/kpis/") == "s3://states/kpis"
+    relative = os.path.relpath(tmp_path / "state")
+    assert state_location(relative) == str(tmp_path / "state")
 
 
 def test_workers_default_to_the_cpus_this_process_may_use() -> None:
