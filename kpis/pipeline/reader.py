@@ -17,7 +17,7 @@ import hashlib
 import io
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -99,6 +99,20 @@ class ReadStats:
     def rows_rejected(self) -> int:
         return sum(self.rejects.values())
 
+    @classmethod
+    def merged(cls, parts: Iterable[ReadStats], *, sha256: str = "") -> ReadStats:
+        """The stats of a file read in byte ranges: the ranges' counts summed, and its hash.
+
+        Every row lies in exactly one range, so the sums equal what one read of
+        the whole file counts; ``sha256`` comes from :func:`file_digest` (ranges
+        do not hash).
+        """
+        total = cls(sha256=sha256)
+        for part in parts:
+            total.rows_accepted += part.rows_accepted
+            total.rejects.update(part.rejects)
+        return total
+
 
 def read_records(
     path: InputPath,
@@ -107,20 +121,24 @@ def read_records(
     stats: ReadStats,
     block_size: int = DEFAULT_BLOCK_BYTES,
     on_block: Callable[[], None] | None = None,
+    byte_range: tuple[int, int] | None = None,
+    header: bytes | None = None,
 ) -> Iterator[Records]:
     """Yield the valid rows of ``path`` block by block, counting rejects in ``stats``.
 
     ``stats.sha256`` is the hash of the file's bytes as stored, complete once
     the iterator is exhausted. Raises :class:`UnreadableFile` when the file
     cannot be parsed (missing column, not CSV, broken gzip).
+
+    With ``byte_range=(start, end)`` only the lines that start in that span of
+    the stored bytes are read (see :mod:`kpis.pipeline.ranges`), and
+    ``stats.sha256`` stays empty. A range that does not start at 0 takes its
+    columns from ``header``, the file's header line as :func:`read_header` gives it.
     """
-    try:
-        raw = open_input(path)  # closed below, after the generator is done
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise UnreadableFile(f"cannot open the file: {error.strerror}") from error
-    with raw:
+    if byte_range is not None:
+        yield from _read_range(path, byte_range, header, hash_key, stats, block_size, on_block)
+        return
+    with _open(path, open_input) as raw:
         hashing = _HashingReader(raw)
         buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
         stream = cast(
@@ -129,20 +147,58 @@ def read_records(
             if input_name(path).endswith(".gz")
             else buffered,
         )
-        try:
+        with _read_errors(path):
             yield from _read_stream(stream, hash_key, stats, block_size, on_block)
             # Drain what the parser did not need, so that the hash covers the whole file.
             while stream.read(1024 * 1024):
                 pass
-        except FileNotFoundError:
-            raise  # an object deleted while being read: vanished, not unreadable
-        except (OSError, EOFError, zlib.error) as error:
-            if is_url(path) and is_storage_error(error):
-                raise  # the storage failed, not the file: the run stops, the file stays due
-            raise UnreadableFile(f"cannot decompress or read the file: {error}") from error
-        except pa.ArrowInvalid as error:
-            raise UnreadableFile(f"not a readable CSV file: {error}") from error
         stats.sha256 = hashing.hexdigest()
+
+
+def _read_range(
+    path: InputPath,
+    byte_range: tuple[int, int],
+    header: bytes | None,
+    hash_key: str,
+    stats: ReadStats,
+    block_size: int,
+    on_block: Callable[[], None] | None,
+) -> Iterator[Records]:
+    from kpis.pipeline.ranges import open_span, splittable
+
+    if not splittable(path):
+        raise ValueError(f"{input_name(path)} is compressed: it can only be read whole")
+    start, end = byte_range
+    if start > 0 and header is None:
+        raise ValueError("a range after the first needs the file's header line")
+    with _open(path, lambda p: open_span(p, start, end)) as stream, _read_errors(path):
+        yield from _read_stream(
+            stream, hash_key, stats, block_size, on_block, header if start > 0 else None
+        )
+
+
+def _open(path: InputPath, opener: Callable[[InputPath], IO[bytes]]) -> IO[bytes]:
+    try:
+        return opener(path)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(f"cannot open the file: {error.strerror}") from error
+
+
+@contextlib.contextmanager
+def _read_errors(path: InputPath) -> Iterator[None]:
+    """Turn what reading raises into :class:`UnreadableFile`, unless the file or storage is gone."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise  # an object deleted while being read: vanished, not unreadable
+    except (OSError, EOFError, zlib.error) as error:
+        if is_url(path) and is_storage_error(error):
+            raise  # the storage failed, not the file: the run stops, the file stays due
+        raise UnreadableFile(f"cannot decompress or read the file: {error}") from error
+    except pa.ArrowInvalid as error:
+        raise UnreadableFile(f"not a readable CSV file: {error}") from error
 
 
 def _read_stream(
@@ -151,8 +207,13 @@ def _read_stream(
     stats: ReadStats,
     block_size: int,
     on_block: Callable[[], None] | None,
+    header_line: bytes | None = None,
 ) -> Iterator[Records]:
-    header_line, rest = _split_header(stream)
+    """Read the rows of ``stream``; it starts with the header line unless one is given."""
+    if header_line is None:
+        header_line, rest = _split_header(stream)
+    else:
+        rest = b""
     header = _parse_header(header_line)
     positions = _required_positions(header)
     width = len(header)
