@@ -15,6 +15,7 @@ import functools
 import gzip
 import hashlib
 import io
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -221,7 +222,11 @@ def _read_stream(
 
     names = [f"f{index}" for index in range(width)]
     columns = [names[positions[column]] for column in REQUIRED_COLUMNS]
-    read_options = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    # A piece is below twice the block (see _line_chunks): the parser takes each
+    # piece as one block, so that only the piece's own lines meet in a parse.
+    read_options = pacsv.ReadOptions(
+        column_names=names, block_size=2 * block_size, use_threads=False
+    )
     as_bytes = pacsv.ConvertOptions(
         include_columns=columns,
         column_types=dict.fromkeys(columns, pa.binary()),
@@ -257,20 +262,25 @@ def _read_stream(
         )
         return table, ragged
 
+    def parse_piece(piece: bytes) -> tuple[pa.Table, int]:
+        parsed = None
+        # "-" (a sign) and "x" (0x.. is hexadecimal to the parser) need the byte path.
+        if piece.find(b"-") < 0 and piece.find(b"x") < 0 and piece.find(b"X") < 0:
+            with contextlib.suppress(pa.ArrowInvalid):
+                parsed = parse(piece, as_integers)
+            if parsed is not None and not _plain_integers(parsed[0]):
+                parsed = None
+        return parsed or parse(piece, as_bytes)
+
     def parse_next() -> tuple[pa.RecordBatch | None, int]:
         """The next piece with rows (None at the end), and the ragged rows up to it."""
         ragged_total = 0
         for piece in pieces:
             if not piece.lstrip(b"\r\n"):  # no copy unless it starts with a line end
                 continue  # blank lines only: the parser skips them too
-            parsed = None
-            # "-" (a sign) and "x" (0x.. is hexadecimal to the parser) need the byte path.
-            if piece.find(b"-") < 0 and piece.find(b"x") < 0 and piece.find(b"X") < 0:
-                with contextlib.suppress(pa.ArrowInvalid):
-                    parsed = parse(piece, as_integers)
-                if parsed is not None and not _plain_integers(parsed[0]):
-                    parsed = None
-            table, ragged = parsed or parse(piece, as_bytes)
+            table, ragged = parse_piece(piece)
+            if piece.find(b'"') >= 0 and _quote_open_at_line_end(piece, table.num_rows + ragged):
+                table, ragged = parse_piece(_close_quotes_at_line_ends(piece))
             ragged_total += ragged
             if table.num_rows:
                 return table.combine_chunks().to_batches()[0], ragged_total
@@ -318,9 +328,10 @@ def _plain_integers(table: pa.Table) -> bool:
 
 
 def _line_chunks(lines: _RowGuard, size: int) -> Iterator[bytes]:
-    """Group the guard's whole lines into pieces of about ``size`` bytes.
+    """Group the guard's whole lines into pieces of about ``size`` bytes (below ``2 * size``).
 
-    The guard hands out whole lines only, so a piece never splits a row.
+    The guard hands out whole lines only, so a piece never splits a row; each
+    read of the guard is at most ``size`` (twice its limit of ``size // 2``).
     """
     parts: list[bytes] = []
     length = 0
@@ -332,6 +343,49 @@ def _line_chunks(lines: _RowGuard, size: int) -> Iterator[bytes]:
             parts, length = [], 0
     if parts:
         yield b"".join(parts)
+
+
+# A line (no line end) that ends inside a quoted field, as the parser reads
+# quotes: a quote opens a field only at its start; inside, "" is a quote and a
+# lone quote closes the field, after which quotes are plain characters. The
+# possessive quantifiers keep the regex to that one reading.
+_FIELD_THEN_COMMA = rb'(?:"(?:[^"\r\n]|"")*+"[^,\r\n]*+|[^",\r\n][^,\r\n]*+|),'
+_OPEN_QUOTE = rb"(?:" + _FIELD_THEN_COMMA + rb')*+"(?:[^"\r\n]|"")*+'
+_LINE_ENDING_IN_QUOTE = re.compile(_OPEN_QUOTE + rb"\Z")
+_LINES_ENDING_IN_QUOTE = re.compile(rb"(?:(?<=[\r\n])|\A)" + _OPEN_QUOTE + rb"(?=[\r\n]|\Z)")
+
+
+def _quote_open_at_line_end(piece: bytes, rows: int) -> bool:
+    """Whether a quoted field of ``piece`` is still open at the end of its line.
+
+    ``rows`` is how many rows the parser found. It carries an open field over
+    the line end and takes the next line in, so that it finds fewer rows than
+    there are non-blank lines; the last line takes nothing in and is checked
+    by itself. Left alone, such a row would depend on where pieces or byte
+    ranges happen to be cut.
+    """
+    codes = np.frombuffer(piece, dtype=np.uint8)
+    ends = (codes == 10) | (codes == 13)
+    lines = int(np.count_nonzero(ends[:-1] > ends[1:])) + int(not ends[0])
+    if rows != lines:
+        return True
+    body = piece.rstrip(b"\r\n")
+    last = body[max(body.rfind(b"\n"), body.rfind(b"\r")) + 1 :]
+    return _LINE_ENDING_IN_QUOTE.match(last) is not None
+
+
+def _close_quotes_at_line_ends(piece: bytes) -> bytes:
+    """``piece`` with a closing quote added to each line that ends inside a quoted field.
+
+    A line end always ends a row, as for the guard and for byte ranges: a
+    quoted field still open there ends with its line.
+    """
+    parts, position = [], 0
+    for match in _LINES_ENDING_IN_QUOTE.finditer(piece):
+        parts += [piece[position : match.end()], b'"']
+        position = match.end()
+    parts.append(piece[position:])
+    return b"".join(parts)
 
 
 def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
@@ -584,7 +638,8 @@ class _RowGuard:
 
     The CSV parser gives up on the whole file when one row does not fit in a
     block; an oversized row is a bad row, not a bad file. Lines end at CR or
-    LF, as for the parser (values never contain newlines). Only the unfinished
+    LF, as for the parser, also inside quotes (see :func:`_close_quotes_at_line_ends`:
+    a field does not go on past its line). Only the unfinished
     last line of what was read is held back, so memory stays bounded.
     """
 

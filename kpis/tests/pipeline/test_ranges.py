@@ -10,11 +10,14 @@ same rejects by reason; :func:`file_digest` gives the whole read's sha256.
 from __future__ import annotations
 
 import gzip
+import itertools
 import random
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
@@ -36,6 +39,7 @@ from kpis.pipeline import (
     subscriber_hash_key,
 )
 from kpis.pipeline import ranges as ranges_module
+from kpis.pipeline.reader import _LINE_ENDING_IN_QUOTE
 from kpis.pipeline.tasks import file_to_state, range_to_state
 from kpis.tests.seaweed import SeaweedServer
 
@@ -193,6 +197,92 @@ def test_a_range_boundary_inside_a_quoted_field_splits_nothing(
     read_whole = whole(path)
     assert read_whole.stats.rows_accepted == 30
     assert_same(in_ranges(path, range_bytes, size=path.stat().st_size), read_whole)
+
+
+class TestALineEndInsideQuotes:
+    """A line end always ends a row, also inside a quoted field: whole, in any blocks or ranges.
+
+    Otherwise the parser would carry the field over the line end when both lines
+    happen to be in one block, and not when a block or range boundary falls
+    between them.
+    """
+
+    SPLIT = b'4917000002,11,"note with\nnewline",2,5,5'
+
+    @pytest.mark.parametrize("block_size", [SMALL_BLOCK, 1000, 1 << 20])
+    def test_the_two_lines_are_two_bad_rows(self, tmp_path: Path, block_size: int) -> None:
+        path = tmp_path / "records.csv"
+        path.write_bytes(file_bytes([b"4917000001,10,plain,1,100,200", self.SPLIT] * 20))
+        read_whole = whole(path, block_size=block_size)
+        assert read_whole.stats.rows_accepted == 20
+        # '4917000002,11,"note with' and 'newline",2,5,5': three and four fields.
+        assert read_whole.stats.rejects == {RejectReason.WRONG_FIELD_COUNT: 40}
+        for range_bytes in (7, 64, 300):
+            ranged = in_ranges(path, range_bytes, size=path.stat().st_size, block_size=block_size)
+            assert_same(ranged, read_whole)
+
+    def test_a_quoted_field_open_at_its_line_end_ends_there(self, tmp_path: Path) -> None:
+        path = tmp_path / "records.csv"
+        open_last = b'4917000003,12,n,1,2,"30'
+        path.write_bytes(file_bytes([open_last, b"4917000004,13,n,1,2,3"] * 3, ends="crlf"))
+        read_whole = whole(path)
+        assert read_whole.stats.rows_accepted == 6
+        assert read_whole.partial is not None
+        assert read_whole.partial.top_services(1) == [(1, 3 * 32 + 3 * 5)]
+        assert_same(in_ranges(path, 5, size=path.stat().st_size), read_whole)
+
+    def test_the_open_quote_rule_is_the_parsers_for_every_short_line(self) -> None:
+        """Every line of up to 6 of these characters: open at its end exactly when Arrow says."""
+        ragged = 0
+
+        def count_ragged(_row: object) -> str:
+            nonlocal ragged
+            ragged += 1
+            return "skip"
+
+        for length in range(7):
+            for characters in itertools.product(b'",a ', repeat=length):
+                line = bytes(characters)
+                ragged = 0
+                table = pacsv.read_csv(
+                    pa.BufferReader(line + b"\nnext\n"),
+                    read_options=pacsv.ReadOptions(column_names=["a"]),
+                    parse_options=pacsv.ParseOptions(invalid_row_handler=count_ragged),
+                    convert_options=pacsv.ConvertOptions(column_types={"a": pa.binary()}),
+                )
+                carried_over = table.num_rows + ragged < (2 if line else 1)
+                assert (_LINE_ENDING_IN_QUOTE.match(line) is not None) == carried_over, line
+
+    quoted_fields = st.sampled_from(
+        [b"1", b"22", b'"3"', b'"4,4"', b'"5""5"', b'"a\nb"', b'"c\r\nd"', b'"open', b'e"f', b""]
+    )
+
+    @hypothesis_settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        lines=st.lists(st.lists(quoted_fields, min_size=4, max_size=7).map(b",".join), max_size=30),
+        ends=st.sampled_from(["lf", "crlf", "mixed"]),
+        last=st.sampled_from(["newline", "no newline"]),
+        range_bytes=st.integers(1, 300),
+    )
+    @example(
+        lines=[b'1,"open,2', b'3,"x""', b'"a\nb",1,2,3,4,5'],
+        ends="lf",
+        last="newline",
+        range_bytes=9,
+    )
+    def test_any_quoting_reads_the_same_whole_in_any_blocks_and_in_ranges(
+        self, tmp_path: Path, lines: list[bytes], ends: str, last: str, range_bytes: int
+    ) -> None:
+        path = tmp_path / "records.csv"
+        content = file_bytes(lines, ends=ends, last=last)
+        path.write_bytes(content)
+        read_whole = whole(path, block_size=1 << 20)
+        assert_same(whole(path, block_size=SMALL_BLOCK), read_whole)
+        assert_same(in_ranges(path, range_bytes, size=len(content)), read_whole)
 
 
 @pytest.mark.parametrize("range_bytes", [1, 7, 50, 1000])
