@@ -19,6 +19,7 @@ import pandas as pd
 from kpis.pipeline import FileOutcome, aggregate_file
 from kpis.pipeline.aggregates import IncompatiblePartial, _add_totals, _distinct_pairs, _top
 from kpis.pipeline.location import InputPath
+from kpis.pipeline.ranges import aggregate_range
 from kpis.pipeline.reader import ReadStats
 from kpis.pipeline.state_format import part_pairs, service_totals_of, state_metadata
 from kpis.pipeline.store import StateRef, StateStore
@@ -46,6 +47,34 @@ def file_to_state(
     """Read one raw file and write its state; raises ``FileNotFoundError`` if it is gone."""
     outcome: FileOutcome = aggregate_file(
         path, hash_key=hash_key, block_size=block_size, on_block=on_block
+    )
+    return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
+
+
+def range_to_state(
+    path: InputPath,
+    *,
+    byte_range: tuple[int, int],
+    header: bytes,
+    hash_key: str,
+    block_size: int,
+    store_url: str,
+    key_prefix: str,
+    partitions: int,
+    on_block: Callable[[], None] | None = None,
+) -> StateRead:
+    """Read the lines of one byte range of a file and write their state, as :func:`file_to_state`.
+
+    ``header`` is the file's header line (:func:`~kpis.pipeline.ranges.read_header`);
+    the stats carry no sha256 (see :func:`~kpis.pipeline.ranges.file_digest`).
+    """
+    outcome = aggregate_range(
+        path,
+        byte_range=byte_range,
+        header=header,
+        hash_key=hash_key,
+        block_size=block_size,
+        on_block=on_block,
     )
     return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
 
