@@ -35,6 +35,7 @@ from kpis.pipeline import (
     file_digest,
     key_id_for,
     read_header,
+    read_records,
     splittable,
     subscriber_hash_key,
 )
@@ -394,6 +395,22 @@ def test_a_gzip_file_is_not_split(tmp_path: Path) -> None:
     assert splittable(tmp_path / "records.csv")
     with pytest.raises(ValueError, match="compressed"):
         aggregate_range(path, byte_range=(0, 10), header=HEADER, hash_key=KEY)
+
+
+@pytest.mark.parametrize("span", [(5, 2), (-1, 9)])
+def test_a_range_must_be_a_span_of_the_file(tmp_path: Path, span: tuple[int, int]) -> None:
+    path = tmp_path / "records.csv"
+    path.write_bytes(file_bytes(rows_of(5, 20)))
+    with pytest.raises(ValueError, match="not a byte range"):
+        aggregate_range(path, byte_range=span, header=HEADER, hash_key=KEY)
+
+
+def test_a_range_after_the_first_needs_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "records.csv"
+    path.write_bytes(file_bytes(rows_of(5, 20)))
+    stats = ReadStats()
+    with pytest.raises(ValueError, match="header"):
+        list(read_records(path, hash_key=KEY, stats=stats, byte_range=(10, 20)))
 
 
 def test_a_range_reads_its_span_and_not_the_rest(
