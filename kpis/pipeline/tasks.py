@@ -40,7 +40,7 @@ class StateRead:
 
 
 def file_to_state(
-    path: str,
+    path: InputPath,
     *,
     hash_key: str,
     block_size: int,
@@ -51,7 +51,7 @@ def file_to_state(
 ) -> StateRead:
     """Read one raw file and write its state; raises ``FileNotFoundError`` if it is gone."""
     outcome: FileOutcome = aggregate_file(
-        Path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
+        _input_path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
     )
     return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
 
@@ -72,10 +72,9 @@ def range_to_state(
 
     ``header`` is the file's header line (:func:`~kpis.pipeline.ranges.read_header`);
     the stats carry no sha256 (see :func:`~kpis.pipeline.ranges.file_digest`).
-    A local path may be given as text; an ``s3://`` URL stays one.
     """
     outcome = aggregate_range(
-        path if isinstance(path, Path) or is_url(path) else Path(path),
+        _input_path(path),
         byte_range=byte_range,
         header=header,
         hash_key=hash_key,
@@ -83,6 +82,11 @@ def range_to_state(
         on_block=on_block,
     )
     return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
+
+
+def _input_path(path: InputPath) -> InputPath:
+    """A local path given as text becomes a :class:`Path`; an ``s3://`` URL stays text."""
+    return path if isinstance(path, Path) or is_url(path) else Path(path)
 
 
 def _stored(outcome: FileOutcome, *, store_url: str, key_prefix: str, partitions: int) -> StateRead:

@@ -504,3 +504,24 @@ def test_a_range_of_an_object_in_a_bucket_equals_the_local_file(
             in_ranges(path, range_bytes, size=len(content)),
         )
     assert_same(in_ranges(url, 10_000, size=len(content)), whole(path))
+    # The executor tasks take the object's URL as text, as they take a local path.
+    store = str(tmp_path / "states")
+    file_read = file_to_state(
+        url, hash_key=KEY, block_size=SMALL_BLOCK, store_url=store, key_prefix="f", partitions=2
+    )
+    assert file_read.stats == whole(path).stats
+    header = read_header(url)
+    reads = [
+        range_to_state(
+            url,
+            byte_range=span,
+            header=header,
+            hash_key=KEY,
+            block_size=SMALL_BLOCK,
+            store_url=store,
+            key_prefix="r",
+            partitions=2,
+        )
+        for span in byte_ranges(len(content), 20_000)
+    ]
+    assert ReadStats.merged([r.stats for r in reads], sha256=file_digest(url)) == whole(path).stats
