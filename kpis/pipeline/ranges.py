@@ -7,11 +7,12 @@ own last line. Every line is then read by exactly one range, whatever the range
 size, so the ranges' partials merged (:meth:`Partial.merge`) and their stats
 summed (:meth:`ReadStats.merged`) equal one read of the whole file.
 
-Lines end at ``b"\\n"``, as for the whole-file reader, which also splits on
-line ends before the CSV parser sees a row. The header is read once
-(:func:`read_header`) and handed to every range; the sha256 of the stored
-bytes is its own task (:func:`file_digest`), run beside the ranges. A gzip
-file cannot be entered in the middle: it is one task, read whole.
+Ranges are cut after a ``b"\\n"``, which ends a row for the whole-file reader
+too: it ends a row at every line end (CR or LF), also inside quotes, so no
+row spans two ranges. The header is read once (:func:`read_header`) and
+handed to every range; the sha256 of the stored bytes is its own task
+(:func:`file_digest`), run beside the ranges. A gzip file cannot be entered
+in the middle: it is one task, read whole.
 
 Nothing here imports pandas or pyarrow at module level: planning ranges
 costs neither.

@@ -170,6 +170,8 @@ def _read_range(
     if not splittable(path):
         raise ValueError(f"{input_name(path)} is compressed: it can only be read whole")
     start, end = byte_range
+    if not 0 <= start <= end:
+        raise ValueError(f"not a byte range: {byte_range}")
     if start > 0 and header is None:
         raise ValueError("a range after the first needs the file's header line")
     with _open(path, lambda p: open_span(p, start, end)) as stream, _read_errors(path):

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kpis.pipeline import FileOutcome, aggregate_file
 from kpis.pipeline.aggregates import IncompatiblePartial, _add_totals, _distinct_pairs, _top
-from kpis.pipeline.location import InputPath
+from kpis.pipeline.location import InputPath, is_url
 from kpis.pipeline.ranges import aggregate_range
 from kpis.pipeline.reader import ReadStats
 from kpis.pipeline.state_format import part_pairs, service_totals_of, state_metadata
@@ -46,7 +47,7 @@ def file_to_state(
 ) -> StateRead:
     """Read one raw file and write its state; raises ``FileNotFoundError`` if it is gone."""
     outcome: FileOutcome = aggregate_file(
-        path, hash_key=hash_key, block_size=block_size, on_block=on_block
+        _input_path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
     )
     return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
 
@@ -69,7 +70,7 @@ def range_to_state(
     the stats carry no sha256 (see :func:`~kpis.pipeline.ranges.file_digest`).
     """
     outcome = aggregate_range(
-        path,
+        _input_path(path),
         byte_range=byte_range,
         header=header,
         hash_key=hash_key,
@@ -77,6 +78,11 @@ def range_to_state(
         on_block=on_block,
     )
     return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
+
+
+def _input_path(path: InputPath) -> InputPath:
+    """A local path given as text becomes a :class:`Path`; an ``s3://`` URL stays text."""
+    return path if isinstance(path, Path) or is_url(path) else Path(path)
 
 
 def _stored(outcome: FileOutcome, *, store_url: str, key_prefix: str, partitions: int) -> StateRead:

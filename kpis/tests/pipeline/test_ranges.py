@@ -35,6 +35,7 @@ from kpis.pipeline import (
     file_digest,
     key_id_for,
     read_header,
+    read_records,
     splittable,
     subscriber_hash_key,
 )
@@ -396,6 +397,22 @@ def test_a_gzip_file_is_not_split(tmp_path: Path) -> None:
         aggregate_range(path, byte_range=(0, 10), header=HEADER, hash_key=KEY)
 
 
+@pytest.mark.parametrize("span", [(5, 2), (-1, 9)])
+def test_a_range_must_be_a_span_of_the_file(tmp_path: Path, span: tuple[int, int]) -> None:
+    path = tmp_path / "records.csv"
+    path.write_bytes(file_bytes(rows_of(5, 20)))
+    with pytest.raises(ValueError, match="not a byte range"):
+        aggregate_range(path, byte_range=span, header=HEADER, hash_key=KEY)
+
+
+def test_a_range_after_the_first_needs_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "records.csv"
+    path.write_bytes(file_bytes(rows_of(5, 20)))
+    stats = ReadStats()
+    with pytest.raises(ValueError, match="header"):
+        list(read_records(path, hash_key=KEY, stats=stats, byte_range=(10, 20)))
+
+
 def test_a_range_reads_its_span_and_not_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -487,3 +504,24 @@ def test_a_range_of_an_object_in_a_bucket_equals_the_local_file(
             in_ranges(path, range_bytes, size=len(content)),
         )
     assert_same(in_ranges(url, 10_000, size=len(content)), whole(path))
+    # The executor tasks take the object's URL as text, as they take a local path.
+    store = str(tmp_path / "states")
+    file_read = file_to_state(
+        url, hash_key=KEY, block_size=SMALL_BLOCK, store_url=store, key_prefix="f", partitions=2
+    )
+    assert file_read.stats == whole(path).stats
+    header = read_header(url)
+    reads = [
+        range_to_state(
+            url,
+            byte_range=span,
+            header=header,
+            hash_key=KEY,
+            block_size=SMALL_BLOCK,
+            store_url=store,
+            key_prefix="r",
+            partitions=2,
+        )
+        for span in byte_ranges(len(content), 20_000)
+    ]
+    assert ReadStats.merged([r.stats for r in reads], sha256=file_digest(url)) == whole(path).stats
