@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from kpis.management.commands.update_network_stats import parse_moment
+from kpis.management.arguments import UsageErrorCommand, parse_moment
 from kpis.pipeline import floor_to_interval
 from kpis.sampledata import Population, hours_to_intervals, write_sample_files
 
 
-class Command(BaseCommand):
+class Command(UsageErrorCommand):
     help = "Write synthetic probe files (five-minute parts) into the input folder."
 
     def add_arguments(self, parser: CommandParser) -> None:
