@@ -22,6 +22,7 @@ from network_analysis.env import (
     envchoice,
     envint,
     envlist,
+    envrate,
     envstr,
     sqlite_database,
 )
@@ -223,10 +224,10 @@ REST_FRAMEWORK = {
         "kpis.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
-        "user": envstr("KPI_API_THROTTLE_USER", "6000/minute"),
+        "anon": envrate("KPI_API_THROTTLE_ANON", "60/minute"),
+        "user": envrate("KPI_API_THROTTLE_USER", "6000/minute"),
         # Its own budget: monitors polling /api/health/ never use up the anonymous one.
-        "health": envstr("KPI_API_THROTTLE_HEALTH", "600/minute"),
+        "health": envrate("KPI_API_THROTTLE_HEALTH", "600/minute"),
     },
 }
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 
 from network_analysis.env import (
+    SettingError,
     cache_from_url,
     cpus_available,
     database_from_url,
@@ -46,7 +46,7 @@ def test_booleans_accept_the_usual_spellings(
 
 def test_a_malformed_boolean_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KPI_API_PUBLIC", "maybe")
-    with pytest.raises(ImproperlyConfigured, match="KPI_API_PUBLIC='maybe' is not a boolean"):
+    with pytest.raises(SettingError, match="KPI_API_PUBLIC='maybe' is not a boolean: use one of"):
         envbool("KPI_API_PUBLIC", False)
 
 
@@ -54,11 +54,15 @@ def test_integers_are_checked_and_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("KPI_TOP_N", "5")
     assert envint("KPI_TOP_N", 3, minimum=1) == 5
     monkeypatch.setenv("KPI_TOP_N", "0")
-    with pytest.raises(ImproperlyConfigured, match="KPI_TOP_N=0 must be at least 1"):
+    with pytest.raises(
+        SettingError,
+        match=re.escape("KPI_TOP_N='0' is less than 1: use a whole number of at least 1."),
+    ):
         envint("KPI_TOP_N", 3, minimum=1)
     monkeypatch.setenv("KPI_TOP_N", "3.5")
     with pytest.raises(
-        ImproperlyConfigured, match=re.escape("KPI_TOP_N='3.5' is not a whole number")
+        SettingError,
+        match=re.escape("KPI_TOP_N='3.5' is not a whole number: use a whole number of at least 1."),
     ):
         envint("KPI_TOP_N", 3, minimum=1)
     monkeypatch.delenv("KPI_TOP_N")
@@ -82,7 +86,9 @@ def test_a_missing_secret_is_generated_once_and_kept(
 
 def test_a_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SOME_SECRET", "short")
-    with pytest.raises(ImproperlyConfigured, match="SOME_SECRET must be at least 32"):
+    with pytest.raises(
+        SettingError, match="SOME_SECRET=<5 characters> is too short: use at least 32"
+    ):
         env_secret("SOME_SECRET", tmp_path / "secret")
 
 
@@ -113,15 +119,22 @@ def test_a_sqlite_url_is_relative_to_the_project(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgres://x/y", "scheme 'postgres' is not supported"),
-        ("mysql://root@localhost:3306/", "needs a database name"),
-        ("mysql://root@localhost:port/db", "port is not a number"),
-        ("sqlite://", "needs a file path"),
+        ("postgres://x/y", "has a scheme ('postgres') that is not supported"),
+        (
+            "mysql://root:secret@localhost:3306/",
+            "'mysql://root:***@localhost:3306/' has no database",
+        ),
+        ("mysql://root@localhost:port/db", "has a port that is not a number"),
+        ("sqlite://", "has no file path"),
     ],
 )
 def test_a_bad_database_url_is_refused(tmp_path: Path, url: str, message: str) -> None:
-    with pytest.raises(ImproperlyConfigured, match=message):
+    with pytest.raises(SettingError, match=re.escape(message)) as raised:
         database_from_url(url, base_dir=tmp_path)
+    assert "secret" not in str(raised.value)
+    assert str(raised.value).endswith(
+        ": use sqlite:///relative.db, sqlite:////absolute.db or mysql://user:password@host:3306/name."
+    )
 
 
 @pytest.mark.django_db
@@ -142,7 +155,7 @@ def test_a_scheduler_address_needs_a_scheme_a_host_and_a_port(
     monkeypatch: pytest.MonkeyPatch, raw: str
 ) -> None:
     monkeypatch.setenv("KPI_DASK_SCHEDULER", raw)
-    with pytest.raises(ImproperlyConfigured, match="is not an address like tcp://host:8786"):
+    with pytest.raises(SettingError, match="is not an address: use one like tcp://host:8786"):
         envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
 
 
@@ -156,7 +169,7 @@ def test_a_scheduler_address_is_kept_as_given_or_empty(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("variable", "raw", "message"),
     [
-        ("KPI_WORKERS", "0", "KPI_WORKERS=0 must be at least 1"),
+        ("KPI_WORKERS", "0", "KPI_WORKERS='0' is less than 1"),
         ("KPI_WORKERS", "all", "KPI_WORKERS='all' is not a whole number"),
         ("KPI_DASK_SCHEDULER", "dask:8786", "KPI_DASK_SCHEDULER='dask:8786' is not an address"),
     ],
@@ -207,5 +220,80 @@ def test_the_cache_is_the_database_unless_a_url_names_another() -> None:
 
 
 def test_an_unknown_cache_scheme_stops_start_up() -> None:
-    with pytest.raises(ImproperlyConfigured, match="CACHE_URL scheme 'memcached'"):
+    with pytest.raises(
+        SettingError, match=re.escape("CACHE_URL='memcached://127.0.0.1:11211' has")
+    ):
         cache_from_url("memcached://127.0.0.1:11211")
+    with pytest.raises(SettingError, match=re.escape("CACHE_URL='memcache://:***@h:1' has")):
+        cache_from_url("memcache://:hidden@h:1")
+
+
+BAD_SETTINGS = [
+    (
+        "KPI_TOP_N",
+        "abc",
+        "KPI_TOP_N='abc' is not a whole number: use a whole number of at least 1.",
+    ),
+    ("KPI_TOP_N", "0", "KPI_TOP_N='0' is less than 1: use a whole number of at least 1."),
+    (
+        "KPI_LOG_FORMAT",
+        "xml",
+        "KPI_LOG_FORMAT='xml' is not allowed: use one of text, json.",
+    ),
+    (
+        "KPI_API_THROTTLE_USER",
+        "lots",
+        "KPI_API_THROTTLE_USER='lots' is not a rate: use <count>/<second|minute|hour|day>, "
+        "e.g. 60/minute.",
+    ),
+]
+
+
+def run_python(
+    *args: str, env: dict[str, str], timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("variable", "raw", "line"), BAD_SETTINGS)
+def test_a_bad_setting_stops_a_command_with_one_line(variable: str, raw: str, line: str) -> None:
+    result = run_python("manage.py", "update_network_stats", "--no-progress", env={variable: raw})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {line}"]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("variable", "raw", "line"), BAD_SETTINGS[:2])
+def test_a_bad_setting_stops_the_development_server_with_one_line(
+    variable: str, raw: str, line: str
+) -> None:
+    result = run_python(
+        "manage.py", "runserver", "127.0.0.1:0", "--noreload", env={variable: raw}, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"error: {line}"]
+
+
+def test_a_bad_setting_stops_gunicorn_without_a_traceback() -> None:
+    variable, raw, line = BAD_SETTINGS[1]
+    result = run_python(
+        *("-m", "gunicorn", "network_analysis.wsgi:application", "--workers", "1"),
+        *("--bind", "127.0.0.1:0", "--no-control-socket"),
+        env={variable: raw},
+        timeout=60,
+    )
+    # Its one line, and gunicorn stops (3: a worker failed to boot) instead of retrying.
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert f"error: {line}" in lines
+    assert "Reason: Worker failed to boot." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "KeyError" not in result.stderr

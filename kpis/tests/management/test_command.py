@@ -200,4 +200,6 @@ def test_a_malformed_setting_stops_start_up_naming_the_variable(input_folder: In
     )
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    assert "KPI_TOP_N='three' is not a whole number" in stderr
+    assert stderr.splitlines() == [
+        "error: KPI_TOP_N='three' is not a whole number: use a whole number of at least 1."
+    ]
