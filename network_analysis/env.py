@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import dotenv_values
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -64,6 +65,31 @@ def _exit(message: str, status: int) -> NoReturn:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     raise SystemExit(status)
+
+
+def env_file_load(*, base_dir: Path) -> Path | None:
+    """Add the variables of ``KPI_ENV_FILE`` (default ``.env`` in ``base_dir``) to the environment.
+
+    A variable already set (not empty) in the environment keeps its value, so the
+    service manager or the shell always wins over the file. Values are taken literally (no ``${...}``
+    expansion: a password may hold a ``$``). Returns the file read, or None.
+    """
+    named = os.environ.get("KPI_ENV_FILE", "")
+    path = Path(named) if named else base_dir / ".env"
+    if not path.is_file():
+        if named:
+            raise _bad(
+                "KPI_ENV_FILE",
+                named,
+                "is not a file",
+                "name a file of NAME=value lines, or leave it unset to read .env in the project",
+            )
+        return None
+    for name, value in dotenv_values(path, interpolate=False).items():
+        # Empty counts as unset, as for every reader here.
+        if value is not None and not os.environ.get(name):
+            os.environ[name] = value
+    return path
 
 
 def envstr(name: str, default: str) -> str:

@@ -1,7 +1,8 @@
 """Settings for Network-Analysis, read from the environment.
 
 With no environment at all this runs on SQLite in the project folder; every
-variable is documented in ``.env.example`` and the README.
+variable is documented in ``.env.example`` and the README, and may also be set in
+``.env`` (or the file ``KPI_ENV_FILE`` names), where the environment wins.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from network_analysis.env import (
     cache_from_url,
     cpus_available,
     database_from_url,
+    env_file_load,
     env_secret,
     envaddress,
     envbool,
@@ -28,6 +30,8 @@ from network_analysis.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# First: every reader below sees the file's variables (the environment wins over them).
+ENV_FILE = env_file_load(base_dir=BASE_DIR)
 DATA_DIR = Path(envstr("KPI_DATA_DIR", str(BASE_DIR / "data")))
 
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY", DATA_DIR / "secret_key")

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from network_analysis.env import (
     cache_from_url,
     cpus_available,
     database_from_url,
+    env_file_load,
     env_secret,
     envaddress,
     envbool,
@@ -250,11 +252,13 @@ BAD_SETTINGS = [
 
 
 def run_python(
-    *args: str, env: dict[str, str], timeout: int = 120
+    *args: str, env: dict[str, str], unset: Iterable[str] = (), timeout: int = 120
 ) -> subprocess.CompletedProcess[str]:
+    """Run Python in the project folder with ``env`` added and the ``unset`` variables removed."""
+    removed = set(unset)
     return subprocess.run(
         [sys.executable, *args],
-        env={**os.environ, **env},
+        env={**{k: v for k, v in os.environ.items() if k not in removed}, **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -297,3 +301,78 @@ def test_a_bad_setting_stops_gunicorn_without_a_traceback() -> None:
     assert "Reason: Worker failed to boot." in result.stderr
     assert "Traceback" not in result.stderr
     assert "KeyError" not in result.stderr
+
+
+def test_the_env_file_fills_in_what_the_environment_leaves_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# a comment\nKPI_TOP_N=7\nKPI_GRACE_SECONDS=5\nDATABASE_URL=mysql://u:pa$$word@h/db\n"
+        "KPI_LOG_FORMAT=json\nKPI_DASK_SCHEDULER=tcp://${HOST}:8786\n"
+    )
+    monkeypatch.delenv("KPI_ENV_FILE", raising=False)
+    # Empty is unset: the file fills them in (and monkeypatch restores them afterwards).
+    for name in ("KPI_TOP_N", "KPI_LOG_FORMAT", "KPI_DASK_SCHEDULER"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("KPI_GRACE_SECONDS", "9")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///kept.db")
+
+    assert env_file_load(base_dir=tmp_path) == tmp_path / ".env"
+
+    assert os.environ["KPI_TOP_N"] == "7"
+    assert os.environ["KPI_GRACE_SECONDS"] == "9"  # the environment wins
+    assert os.environ["DATABASE_URL"] == "sqlite:///kept.db"
+    assert os.environ["KPI_LOG_FORMAT"] == "json"
+    assert os.environ["KPI_DASK_SCHEDULER"] == "tcp://${HOST}:8786"  # taken literally
+
+
+def test_without_an_env_file_nothing_is_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KPI_ENV_FILE", raising=False)
+    assert env_file_load(base_dir=tmp_path) is None
+
+
+SETTINGS_SHOWN = (
+    "from django.conf import settings as s;"
+    "print(repr((s.KPI_TOP_N, s.KPI_GRACE_SECONDS, s.DEBUG, s.ALLOWED_HOSTS, s.KPI_WORKERS,"
+    " s.DATABASES['default']['NAME'], s.CACHES, s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'],"
+    " s.KPI_LOG_LEVEL, s.KPI_LOG_FORMAT, s.KPI_RESTATE_DAYS, s.KPI_DASK_SCHEDULER)))"
+)
+
+
+def settings_shown(env: dict[str, str], unset: Iterable[str] = ()) -> str:
+    result = run_python(
+        "-c",
+        SETTINGS_SHOWN,
+        env={"DJANGO_SETTINGS_MODULE": "network_analysis.settings", **env},
+        unset=unset,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_file_kpi_env_file_names_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / "kpi.env"
+    env_file.write_text("KPI_TOP_N=7\nKPI_GRACE_SECONDS=5\nKPI_LOG_FORMAT=json\n")
+    shown = settings_shown({"KPI_ENV_FILE": str(env_file), "KPI_GRACE_SECONDS": "9"})
+    assert shown.startswith("(7, 9, ")
+    assert "'json'" in shown
+
+
+def test_env_example_copied_as_it_is_gives_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    names = re.findall(r"^([A-Z0-9_]+)=", example.read_text(), re.M)
+    assert len(names) > 20
+    assert settings_shown({"KPI_ENV_FILE": str(example)}, unset=names) == settings_shown(
+        {}, unset=names
+    )
+
+
+def test_a_missing_env_file_is_one_line() -> None:
+    result = run_python("manage.py", "check", env={"KPI_ENV_FILE": "/nonexistent/kpi.env"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: KPI_ENV_FILE='/nonexistent/kpi.env' is not a file: name a file of NAME=value "
+        "lines, or leave it unset to read .env in the project."
+    ]
