@@ -71,8 +71,8 @@ def env_file_load(*, base_dir: Path) -> Path | None:
     """Add the variables of ``KPI_ENV_FILE`` (default ``.env`` in ``base_dir``) to the environment.
 
     A variable already set (not empty) in the environment keeps its value, so the
-    service manager or the shell always wins over the file. Values are taken literally (no ``${...}``
-    expansion: a password may hold a ``$``). Returns the file read, or None.
+    service manager or the shell always wins over the file. Values are taken literally
+    (no ``${...}`` expansion: a password may hold a ``$``). Returns the file read, or None.
     """
     named = os.environ.get("KPI_ENV_FILE", "")
     path = Path(named) if named else base_dir / ".env"
