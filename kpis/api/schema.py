@@ -18,7 +18,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
-from kpis.api.filters import EARLIEST_DATE, LATEST_DATE
+from kpis.api.filters import EARLIEST_DATE, LATEST_DATE, TIME_FORMAT_HELP
 from kpis.api.middleware import API_PATH_PREFIXES, body_etag
 from kpis.api.renderers import CsvRenderer
 from kpis.api.serializers import DetailErrorSerializer, HealthSerializer
@@ -259,7 +259,7 @@ _LEDGER = [
     }
 ]
 _KPI_LIST = [{"id": kpi.id, "name": kpi.name} for kpi in KPIS]
-_QUERY_ERROR: dict[str, Any] = {"interval_start_timestamp__gte": ["Enter a valid date/time."]}
+_QUERY_ERROR: dict[str, Any] = {"interval_start_timestamp__gte": [TIME_FORMAT_HELP]}
 _FORMAT_ERROR: dict[str, Any] = {"format": ["Must be one of: json, csv."]}
 _ERRORS: dict[str, Any] = {
     "401": {"detail": "Authentication credentials were not provided."},
