@@ -25,9 +25,7 @@ TIME_FORMAT_HELP = (
     "Enter a date/time in ISO 8601, e.g. 2021-07-18T00:00:00Z or 2021-07-18T02:00:00+02:00 "
     "(UTC when no offset is given)."
 )
-INTERVAL_HELP = "use " + " or ".join(
-    f"{value} ({label})" for value, label in IntervalType.choices
-)
+INTERVAL_HELP = "use " + " or ".join(f"{value} ({label})" for value, label in IntervalType.choices)
 # Form classes by filter set class and model (see IntervalFilter.get_form_class).
 _FORM_CLASSES: dict[tuple[type[Any], type[Any]], type[forms.Form]] = {}
 
