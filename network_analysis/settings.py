@@ -210,9 +210,13 @@ REST_FRAMEWORK = {
     # The throttles' client address: the one the HTTPS proxy appended to X-Forwarded-For
     # (the right-most), or the connection's when there is no proxy (the header ignored).
     "NUM_PROXIES": 1 if SECURE_PROXY_SSL_HEADER else 0,
+    # Every view that needs credentials, /api/ and /metrics alike, accepts the same three:
+    # "Authorization: Token <key>", "Authorization: Bearer <key>" (the same key, as
+    # Prometheus and most HTTP clients send it) and the admin's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so that anonymous requests get 401 with WWW-Authenticate.
         "kpis.api.authentication.CachedTokenAuthentication",
+        "kpis.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["kpis.api.permissions.ReadAccess"],

@@ -12,6 +12,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -28,6 +29,20 @@ FILTER_NAMES = ["interval_start_timestamp__gte", "interval_end_timestamp__lte", 
 PAGING_NAMES = ["limit", "offset"]
 JSON = "application/json"
 CSV = "text/csv"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Bearer <key>``, a scheme of its own beside DRF's ``Token <key>``."""
+
+    target_class = "kpis.api.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": 'The same API token as tokenAuth, with the prefix "Bearer".',
+        }
 
 
 def _messages() -> serializers.ListField:
