@@ -175,11 +175,11 @@ def test_every_endpoint_accepts_the_token_as_token_or_bearer(
 @pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_every_endpoint_refuses_a_wrong_or_missing_token_alike(clock: Clock, path: str) -> None:
     answers = [
-        APIClient().get(path, **headers)
+        APIClient().get(path, headers=headers)
         for headers in (
             {},
-            {"HTTP_AUTHORIZATION": "Token not-a-real-token"},
-            {"HTTP_AUTHORIZATION": "Bearer not-a-real-token"},
+            {"Authorization": "Token not-a-real-token"},
+            {"Authorization": "Bearer not-a-real-token"},
         )
     ]
     assert [response.status_code for response in answers] == [401, 401, 401]
