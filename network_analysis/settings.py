@@ -118,6 +118,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The admin's dates and times: 24-hour with the zone named (network_analysis/formats).
+FORMAT_MODULE_PATH = ["network_analysis.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
