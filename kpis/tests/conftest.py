@@ -271,7 +271,7 @@ def generated_data(input_folder: InputFolder) -> GeneratedData:
 
 def shipped_assets(html: str) -> list[str]:
     """The scripts and styles a page loads; fails unless each is a static file of the project."""
-    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', html)
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png|svg))"', html)
     prefix = "/" + settings.STATIC_URL.lstrip("/")
     for asset in assets:
         assert asset.startswith(prefix), f"{asset} is not served by the project"

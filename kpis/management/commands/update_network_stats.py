@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError, transaction
 
+from kpis.management.arguments import UsageErrorCommand, parse_moment
 from kpis.models import IntervalType
 from kpis.pipeline import subscriber_hash_key
 from kpis.pipeline.executors import ExecutorConfig, ExecutorFailed, SchedulerUnreachable
@@ -44,17 +45,6 @@ from kpis.services import (
     update_run_recorded,
 )
 from kpis.services.restatement import restate_command
-
-
-def parse_moment(value: str) -> datetime:
-    """Parse an ISO 8601 time; a time without offset is taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(
-            f"{value!r} is not an ISO 8601 time, e.g. 2021-07-18T01:05:00Z"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _terminal_size(stream: TextIO) -> os.terminal_size | None:
@@ -129,7 +119,7 @@ def _range_text(config: UpdateConfig) -> str:
     return f"re-processed intervals from {since} until {until}: "
 
 
-class Command(BaseCommand):
+class Command(UsageErrorCommand):
     # Runs every five minutes under cron: the system checks belong to deployment
     # (`manage.py check --deploy`), not to every run.
     requires_system_checks: list[str] = []
@@ -188,6 +178,13 @@ class Command(BaseCommand):
     _run_record: RunRecording
 
     def execute(self, *args: Any, **options: Any) -> str | None:
+        # A usage error is no run: it leaves no record.
+        since, until = options.get("since"), options.get("until")
+        if since is not None and until is not None and since >= until:
+            self.usage_error(
+                f"--since {since:%Y-%m-%dT%H:%M:%SZ} is not before --until "
+                f"{until:%Y-%m-%dT%H:%M:%SZ}: the range would hold no interval"
+            )
         # Every real run leaves a record in the run history, however it ends; a dry run
         # changes nothing, its record included.
         with update_run_recorded(enabled=not options.get("dry_run")) as self._run_record:
