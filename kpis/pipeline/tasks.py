@@ -33,6 +33,9 @@ class StateRead:
     stats: ReadStats
     error: str | None
     state: StateRef | None
+    # The state's own ranking, when asked for (``top_n``): an interval of one state needs
+    # no merge, so its state is not read back.
+    tops: MergedTops | None = None
 
 
 def file_to_state(
@@ -43,13 +46,16 @@ def file_to_state(
     store_url: str,
     key_prefix: str,
     partitions: int,
+    top_n: int | None = None,
     on_block: Callable[[], None] | None = None,
 ) -> StateRead:
     """Read one raw file and write its state; raises ``FileNotFoundError`` if it is gone."""
     outcome: FileOutcome = aggregate_file(
         _input_path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
     )
-    return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
+    return _stored(
+        outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions, top_n=top_n
+    )
 
 
 def range_to_state(
@@ -62,6 +68,7 @@ def range_to_state(
     store_url: str,
     key_prefix: str,
     partitions: int,
+    top_n: int | None = None,
     on_block: Callable[[], None] | None = None,
 ) -> StateRead:
     """Read the lines of one byte range of a file and write their state, as :func:`file_to_state`.
@@ -77,7 +84,9 @@ def range_to_state(
         block_size=block_size,
         on_block=on_block,
     )
-    return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
+    return _stored(
+        outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions, top_n=top_n
+    )
 
 
 def _input_path(path: InputPath) -> InputPath:
@@ -85,12 +94,19 @@ def _input_path(path: InputPath) -> InputPath:
     return path if isinstance(path, Path) or is_url(path) else Path(path)
 
 
-def _stored(outcome: FileOutcome, *, store_url: str, key_prefix: str, partitions: int) -> StateRead:
+def _stored(
+    outcome: FileOutcome, *, store_url: str, key_prefix: str, partitions: int, top_n: int | None
+) -> StateRead:
     partial = outcome.partial
     if partial is None or (not len(partial.pairs) and not len(partial.service_bytes)):
         return StateRead(stats=outcome.stats, error=outcome.error, state=None)
     state = StateStore(store_url).write(key_prefix, partial, partitions=partitions)
-    return StateRead(stats=outcome.stats, error=None, state=state)
+    tops = None
+    if top_n is not None:
+        # The pairs of one state are distinct: a cell's pairs are its subscribers.
+        cells = pd.Series(partial.pairs["cell_id"].to_numpy()).value_counts(sort=False)
+        tops = MergedTops(top_cells=_top(cells, top_n), service_bytes=partial.service_bytes)
+    return StateRead(stats=outcome.stats, error=None, state=state, tops=tops)
 
 
 @dataclass(frozen=True, slots=True)

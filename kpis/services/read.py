@@ -41,6 +41,8 @@ class FileRead:
     stats: ReadStats
     error: str | None = None
     states: list[StateRef] = field(default_factory=list)
+    # The ranking of a file read as one state, made while it was read.
+    tops: MergedTops | None = None
 
 
 Heartbeat = Callable[[], None]
@@ -112,7 +114,13 @@ def _read_submit(
     try:
         if len(spans) == 1:
             job.parts.append(
-                executor.submit(tasks.file_to_state, path, key_prefix=key_prefix(0), **common)
+                executor.submit(
+                    tasks.file_to_state,
+                    path,
+                    key_prefix=key_prefix(0),
+                    top_n=config.top_n,
+                    **common,
+                )
             )
             return job
         try:
@@ -207,7 +215,7 @@ def _combined(results: list[StateRead], *, digest: str | None) -> FileRead:
     errors = [result.error for result in results if result.error is not None]
     if digest is None:
         (result,) = results
-        stats = result.stats
+        return FileRead(stats=result.stats, error=result.error, states=states, tops=result.tops)
     else:
         stats = ReadStats.merged([result.stats for result in results], sha256=digest)
     # A failed file keeps the states its other ranges wrote only so that they are deleted.

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from kpis.models import IntervalLedger, IntervalType
@@ -24,7 +24,7 @@ from kpis.services.config import UpdateConfig
 from kpis.services.folder import folder_list
 from kpis.services.persist import hour_roll_up, interval_persist
 from kpis.services.plan import RunPlan, run_plan
-from kpis.services.read import reads_in_order, states_ranking
+from kpis.services.read import FileRead, reads_in_order, states_ranking
 from kpis.services.restatement import hour_is_final
 from kpis.services.retention import final_hour_states_drop, hour_states_drop
 from kpis.services.state import orphan_states_sweep, state_store
@@ -100,11 +100,29 @@ class _Run:
     heartbeat: Callable[[], None]
     summary: RunSummary
     observer: Observer
+    # Rankings already known by their states' keys: a file's own, made while it was read,
+    # and each merge of this run (an hour of one interval merges what that interval did).
+    known: dict[tuple[str, ...], Ranked] = field(default_factory=dict)
 
     def merge(self, keys: list[str], what: str) -> Ranked:
-        return states_ranking(
-            keys, config=self.config, executor=self.executor, heartbeat=self.heartbeat, what=what
-        )
+        ranked = self.known.get(tuple(keys))
+        if ranked is None:
+            ranked = states_ranking(
+                keys,
+                config=self.config,
+                executor=self.executor,
+                heartbeat=self.heartbeat,
+                what=what,
+            )
+            self.known[tuple(keys)] = ranked
+        return ranked
+
+    def read(self, reads: dict[str, FileRead]) -> None:
+        from kpis.pipeline.tasks import Ranking
+
+        for read in reads.values():
+            if read.tops is not None and len(read.states) == 1:
+                self.known[(read.states[0].key,)] = Ranking.of([read.tops])
 
     def done(self, result: IntervalResult) -> None:
         logger.info(result.log_line(), extra=result.log_fields())
@@ -122,6 +140,7 @@ def _intervals_process(run: _Run, plan: RunPlan) -> None:
     hour: datetime | None = None
     for start, files_read in reads:
         run.heartbeat()
+        run.read(files_read)
         if hour is not None and hour != hour_start_for(start):
             _hour_finish_if_due(run, hour)
         hour = hour_start_for(start)
