@@ -22,11 +22,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	touch $@
 
-## demo: install, migrate SQLite, generate sample files, process them, print a working curl, serve
-demo: $(BIN)/.installed
+## demo: check the port, install, migrate SQLite, write the three hours of sample files that end
+## now, process them, keep (or make) the demo user and its token, print a working curl, serve.
+## `make demo PORT=8001` serves on another port; `make clean` starts again from nothing.
+demo:
+	@$(PYTHON) scripts/port_free.py $(HOST) $(PORT)
+	@$(MAKE) --no-print-directory $(BIN)/.installed
 	$(BIN)/python manage.py migrate --no-input -v 0
 	$(BIN)/python manage.py collectstatic --no-input -v 0
-	@test -n "$$(ls data/input 2>/dev/null)" || $(BIN)/python manage.py generate_sample_data --hours 3 --parts 2
+	$(BIN)/python manage.py generate_sample_data --end now --hours 3 --parts 2
 	$(BIN)/python manage.py update_network_stats
 	$(BIN)/python manage.py create_demo_user --host $(HOST) --port $(PORT)
 	$(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
@@ -65,5 +69,7 @@ load: $(BIN)/.installed
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || { echo "install wrk: sudo apt-get install wrk"; exit 1; }
 	$(BIN)/python bench/load.py --database $(DATABASE) --mysql-url $(MYSQL_URL)
 
+## clean: remove the virtualenv, the demo's database, data (input files, generated secrets) and
+## collected static files
 clean:
 	rm -rf $(VENV) data db.sqlite3* staticfiles

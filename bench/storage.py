@@ -119,10 +119,12 @@ def bytes_in_use() -> int:
 
 
 def state_figures() -> tuple[int, int]:
-    """Stored state bytes, and the hours that still hold states."""
+    """Bytes of the states referenced (kept in the state store), and the hours holding states."""
+    from django.db.models import Sum
+
     from kpis.models import FileState, IntervalLedger, IntervalType
 
-    state = sum(len(bytes(data)) for data in FileState.objects.values_list("data", flat=True))
+    state = FileState.objects.aggregate(total=Sum("size"))["total"] or 0
     hours = IntervalLedger.objects.filter(interval=IntervalType.ONE_HOUR, states_kept=True)
     return state, hours.count()
 

@@ -199,15 +199,19 @@ class InputFileRecord(models.Model):
 
 
 class FileState(models.Model):
-    """A slice of a counted file's serialised KPI state (see ``kpis.pipeline.Partial``).
+    """Where one state of a counted file is kept in the state store (``KPI_STATE_URL``).
 
-    Large states are cut into slices to stay under MySQL's packet limit.
-    Subscribers appear only as keyed hashes.
+    The bytes are a Parquet file in the store (see ``kpis.pipeline.store``); the
+    database keeps only this reference. A file read whole has one state (seq 0),
+    a file read as byte ranges one per range. Subscribers appear in states only
+    as keyed hashes.
     """
 
     file = models.ForeignKey(InputFileRecord, on_delete=models.CASCADE, related_name="states")
     seq = models.PositiveIntegerField()
-    data = models.BinaryField()
+    key = models.CharField(max_length=512, unique=True)
+    size = models.PositiveBigIntegerField(help_text="Bytes of the stored state.")
+    pairs = models.PositiveBigIntegerField(help_text="Distinct (cell, subscriber) pairs in it.")
 
     class Meta:
         constraints = [
@@ -215,7 +219,7 @@ class FileState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"state slice {self.seq} of file {self.file_id}"
+        return f"state {self.seq} of file {self.file_id}: {self.key}"
 
 
 class RunLock(models.Model):

@@ -1,18 +1,24 @@
 """The KPIs the service computes: one entry each, read by services and the API.
 
-A new KPI is a new model plus one entry here (and its ranking on ``Partial``).
+A new KPI is a new model plus one entry here (and its ranking on
+``kpis.pipeline.tasks.Ranking``, what a merge of stored states gives).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from kpis.models import CellUniqueUsers, KpiRow, ServiceTrafficVolume
 
-if TYPE_CHECKING:  # at run time the ranking gets a Partial without importing pandas here
-    from kpis.pipeline import Partial
+
+class Ranked(Protocol):
+    """Merged KPI state that can be ranked: a ``Ranking`` of stored states, or a ``Partial``."""
+
+    def top_services(self, n: int) -> list[tuple[int, int]]: ...
+
+    def top_cells(self, n: int) -> list[tuple[int, int]]: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +26,7 @@ class KpiDefinition:
     id: int
     name: str
     model: type[KpiRow]
-    rank: Callable[[Partial, int], list[tuple[int, int]]]
+    rank: Callable[[Ranked, int], list[tuple[int, int]]]
 
     @property
     def key_field(self) -> str:
@@ -33,9 +39,9 @@ class KpiDefinition:
 
 KPIS: tuple[KpiDefinition, ...] = (
     KpiDefinition(
-        1, "ServiceTrafficVolume", ServiceTrafficVolume, lambda partial, n: partial.top_services(n)
+        1, "ServiceTrafficVolume", ServiceTrafficVolume, lambda merged, n: merged.top_services(n)
     ),
-    KpiDefinition(2, "CellUniqueUsers", CellUniqueUsers, lambda partial, n: partial.top_cells(n)),
+    KpiDefinition(2, "CellUniqueUsers", CellUniqueUsers, lambda merged, n: merged.top_cells(n)),
 )
 
 

@@ -1,22 +1,95 @@
 """Typed readers for settings that come from the environment.
 
-Every reader fails loudly: a malformed value raises ``ImproperlyConfigured``
-naming the variable, so a typo in a deployment stops start-up instead of
-silently falling back to a default.
+Every reader fails loudly: a malformed value raises :class:`SettingError`
+naming the variable, the value and what is allowed, so a typo in a deployment
+stops start-up instead of silently falling back to a default. ``manage.py`` and
+the WSGI entry point print that one line and exit (see :func:`exit_on_setting_error`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import dotenv_values
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_RATE = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+class SettingError(ImproperlyConfigured):
+    """A setting holds a value it may not have; the message says which, what and what is allowed."""
+
+    def __init__(self, name: str, shown: str, problem: str, allowed: str) -> None:
+        self.name = name
+        super().__init__(f"{name}={shown} {problem}: {allowed}.")
+
+
+def _bad(name: str, raw: str, problem: str, allowed: str) -> SettingError:
+    return SettingError(name, repr(raw), problem, allowed)
+
+
+def _without_password(url: str) -> str:
+    """``url`` as it may be printed: a password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@contextmanager
+def exit_on_setting_error(exit_status: int = 1) -> Iterator[None]:
+    """Turn a :class:`SettingError` into its one line on stderr and ``exit_status``.
+
+    A traceback would bury the line that names the variable, and Django's command
+    runner, which retries the settings while handling a KeyError, chains one onto it.
+    """
+    try:
+        yield
+    except SettingError as error:
+        _exit(str(error), exit_status)
+
+
+def _exit(message: str, status: int) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+def env_file_load(*, base_dir: Path) -> Path | None:
+    """Add the variables of ``KPI_ENV_FILE`` (default ``.env`` in ``base_dir``) to the environment.
+
+    A variable already set (not empty) in the environment keeps its value, so the
+    service manager or the shell always wins over the file. Values are taken literally
+    (no ``${...}`` expansion: a password may hold a ``$``). Returns the file read, or None.
+    """
+    named = os.environ.get("KPI_ENV_FILE", "")
+    path = Path(named) if named else base_dir / ".env"
+    if not path.is_file():
+        if named:
+            raise _bad(
+                "KPI_ENV_FILE",
+                named,
+                "is not a file",
+                "name a file of NAME=value lines, or leave it unset to read .env in the project",
+            )
+        return None
+    for name, value in dotenv_values(path, interpolate=False).items():
+        # Empty counts as unset, as for every reader here.
+        if value is not None and not os.environ.get(name):
+            os.environ[name] = value
+    return path
 
 
 def envstr(name: str, default: str) -> str:
@@ -34,23 +107,44 @@ def envbool(name: str, default: bool) -> bool:
         return True
     if raw.lower() in _FALSE:
         return False
-    raise ImproperlyConfigured(
-        f"{name}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off."
-    )
+    raise _bad(name, raw, "is not a boolean", "use one of 1/0, true/false, yes/no, on/off")
 
 
-def envint(name: str, default: int, *, minimum: int | None = None) -> int:
-    """Read a whole number, optionally bounded below."""
+def envint(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    power_of_two: bool = False,
+) -> int:
+    """Read a whole number, optionally bounded, optionally a power of two."""
     raw = os.environ.get(name, "").strip()
     if raw == "":
         return default
+    allowed = "use a whole number" + (f" of at least {minimum}" if minimum is not None else "")
     try:
         value = int(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+        raise _bad(name, raw, "is not a whole number", allowed) from None
     if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+        raise _bad(name, raw, f"is less than {minimum}", allowed)
+    if maximum is not None and value > maximum:
+        raise _bad(name, raw, f"is more than {maximum}", f"use at most {maximum}")
+    if power_of_two and value & (value - 1):
+        raise _bad(name, raw, "is not a power of two", "use 1, 2, 4, 8, 16, ...")
     return value
+
+
+def state_location(value: str) -> str:
+    """A URL (``s3://bucket/prefix``) as it is, a folder as an absolute path.
+
+    Worker processes, and Dask workers on this machine, open states by this
+    name from other working directories.
+    """
+    if "://" in value:
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
 
 
 def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -61,7 +155,7 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     for choice in choices:
         if raw.lower() == choice.lower():
             return choice
-    raise ImproperlyConfigured(f"{name}={raw!r} is not one of: {', '.join(choices)}.")
+    raise _bad(name, raw, "is not allowed", f"use one of {', '.join(choices)}")
 
 
 def envlist(name: str, default: list[str]) -> list[str]:
@@ -84,7 +178,19 @@ def envaddress(name: str, *, schemes: tuple[str, ...]) -> str:
         port = None
     if parts.scheme not in schemes or not parts.hostname or port is None or parts.path not in "/":
         examples = " or ".join(f"{scheme}://host:8786" for scheme in schemes)
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an address like {examples}.")
+        raise _bad(name, raw, "is not an address", f"use one like {examples}")
+    return raw
+
+
+def envrate(name: str, default: str) -> str:
+    """Read a throttle rate, ``<count>/<second|minute|hour|day>``."""
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
+        return default
+    if not _RATE.fullmatch(raw):
+        raise _bad(
+            name, raw, "is not a rate", "use <count>/<second|minute|hour|day>, e.g. 60/minute"
+        )
     return raw
 
 
@@ -104,7 +210,14 @@ def env_secret(name: str, fallback_file: Path) -> str:
     value = os.environ.get(name, "")
     if value:
         if len(value) < 32:
-            raise ImproperlyConfigured(f"{name} must be at least 32 characters long.")
+            # The value is a secret: its length is shown, never the value.
+            raise SettingError(
+                name,
+                f"<{len(value)} characters>",
+                "is too short",
+                "use at least 32 characters, e.g. from "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'",
+            )
         return value
     if fallback_file.exists():
         return fallback_file.read_text().strip()
@@ -125,10 +238,14 @@ def database_from_url(url: str, *, base_dir: Path) -> dict[str, Any]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     options = dict(parse_qsl(parts.query))
+    shown = repr(_without_password(url))
+    forms = (
+        "use sqlite:///relative.db, sqlite:////absolute.db or mysql://user:password@host:3306/name"
+    )
     if scheme == "sqlite":
         raw_path = unquote(parts.path)
         if raw_path in ("", "/"):
-            raise ImproperlyConfigured("DATABASE_URL: sqlite URL needs a file path.")
+            raise SettingError("DATABASE_URL", shown, "has no file path", forms)
         # sqlite:///db.sqlite3 is relative to the project, sqlite:////abs is absolute.
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
         if not path.is_absolute():
@@ -137,11 +254,13 @@ def database_from_url(url: str, *, base_dir: Path) -> dict[str, Any]:
     if scheme in ("mysql", "mariadb"):
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ImproperlyConfigured("DATABASE_URL: mysql URL needs a database name.")
+            raise SettingError("DATABASE_URL", shown, "has no database name", forms)
         try:
             port = parts.port
         except ValueError:
-            raise ImproperlyConfigured("DATABASE_URL: the port is not a number.") from None
+            raise SettingError(
+                "DATABASE_URL", shown, "has a port that is not a number", forms
+            ) from None
         return {
             "ENGINE": "django.db.backends.mysql",
             "NAME": name,
@@ -160,8 +279,8 @@ def database_from_url(url: str, *, base_dir: Path) -> dict[str, Any]:
             },
             "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
         }
-    raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:/// or mysql://."
+    raise SettingError(
+        "DATABASE_URL", shown, f"has a scheme ({scheme!r}) that is not supported", forms
     )
 
 
@@ -208,7 +327,9 @@ def cache_from_url(url: str) -> dict[str, Any]:
         }
     if scheme == "locmem":
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    raise ImproperlyConfigured(
-        f"CACHE_URL scheme {scheme!r} is not supported: use redis://, rediss://, unix:// "
-        "or locmem://, or leave it empty for the database cache."
+    raise SettingError(
+        "CACHE_URL",
+        repr(_without_password(url)),
+        f"has a scheme ({scheme!r}) that is not supported",
+        "use redis://, rediss://, unix:// or locmem://, or leave it empty for the database cache",
     )

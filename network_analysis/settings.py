@@ -1,7 +1,8 @@
 """Settings for Network-Analysis, read from the environment.
 
 With no environment at all this runs on SQLite in the project folder; every
-variable is documented in ``.env.example`` and in docs/operations.md (Configuration).
+variable is documented in ``.env.example`` and in docs/operations.md (Configuration), and
+may also be set in ``.env`` (or the file ``KPI_ENV_FILE`` names), where the environment wins.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ from network_analysis.env import (
     cache_from_url,
     cpus_available,
     database_from_url,
+    env_file_load,
     env_secret,
     envaddress,
     envbool,
     envchoice,
     envint,
     envlist,
+    envrate,
     envstr,
     sqlite_database,
+    state_location,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# First: every reader below sees the file's variables (the environment wins over them).
+ENV_FILE = env_file_load(base_dir=BASE_DIR)
 DATA_DIR = Path(envstr("KPI_DATA_DIR", str(BASE_DIR / "data")))
 
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY", DATA_DIR / "secret_key")
@@ -113,6 +119,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The admin's dates and times: 24-hour with the zone named (network_analysis/formats).
+FORMAT_MODULE_PATH = ["network_analysis.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -200,14 +208,28 @@ KPI_WORKERS = envint("KPI_WORKERS", cpus_available(), minimum=1)
 # KPI_INPUT_DIR at the same path.
 KPI_DASK_SCHEDULER = envaddress("KPI_DASK_SCHEDULER", schemes=("tcp", "tls"))
 KPI_DASK_CONNECT_SECONDS = envint("KPI_DASK_CONNECT_SECONDS", 10, minimum=1)
+# Where each counted file's state is kept (kpis.pipeline.store): a folder, or an
+# s3://bucket/prefix/ URL that every Dask worker reaches. The database keeps references only.
+KPI_STATE_URL = state_location(envstr("KPI_STATE_URL", str(DATA_DIR / "state")))
+# Cell partitions of every state: each is merged on its own, so memory follows one part.
+KPI_STATE_PARTITIONS = envint(
+    "KPI_STATE_PARTITIONS", 16, minimum=1, maximum=1024, power_of_two=True
+)
+# A file larger than this is read as byte ranges of this size, each a task of its own
+# (gzip files stay one task: they cannot be split).
+KPI_READ_RANGE_BYTES = envint("KPI_READ_RANGE_BYTES", 64 * 1024 * 1024, minimum=4096)
 
 REST_FRAMEWORK = {
     # The throttles' client address: the one the HTTPS proxy appended to X-Forwarded-For
     # (the right-most), or the connection's when there is no proxy (the header ignored).
     "NUM_PROXIES": 1 if SECURE_PROXY_SSL_HEADER else 0,
+    # Every view that needs credentials, /api/ and /metrics alike, accepts the same three:
+    # "Authorization: Token <key>", "Authorization: Bearer <key>" (the same key, as
+    # Prometheus and most HTTP clients send it) and the admin's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so that anonymous requests get 401 with WWW-Authenticate.
         "kpis.api.authentication.CachedTokenAuthentication",
+        "kpis.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["kpis.api.permissions.ReadAccess"],
@@ -223,10 +245,10 @@ REST_FRAMEWORK = {
         "kpis.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": envstr("KPI_API_THROTTLE_ANON", "60/minute"),
-        "user": envstr("KPI_API_THROTTLE_USER", "6000/minute"),
+        "anon": envrate("KPI_API_THROTTLE_ANON", "60/minute"),
+        "user": envrate("KPI_API_THROTTLE_USER", "6000/minute"),
         # Its own budget: monitors polling /api/health/ never use up the anonymous one.
-        "health": envstr("KPI_API_THROTTLE_HEALTH", "600/minute"),
+        "health": envrate("KPI_API_THROTTLE_HEALTH", "600/minute"),
     },
 }
 

@@ -25,6 +25,12 @@ from kpis.models import IntervalType
 EARLIEST_DATE = date(1, 1, 2)
 LATEST_DATE = date(9999, 12, 30)
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What a client gets for a malformed value: what is accepted, with an example.
+TIME_FORMAT_HELP = (
+    "Enter a date/time in ISO 8601, e.g. 2021-07-18T00:00:00Z or 2021-07-18T02:00:00+02:00 "
+    "(UTC when no offset is given)."
+)
+INTERVAL_HELP = "use " + " or ".join(f"{value} ({label})" for value, label in IntervalType.choices)
 
 
 def reject_control_characters(value: str) -> None:
@@ -35,6 +41,8 @@ def reject_control_characters(value: str) -> None:
 
 class BoundedIsoDateTimeField(IsoDateTimeField):
     """An ISO 8601 time whose date, as written, lies between EARLIEST_DATE and LATEST_DATE."""
+
+    default_error_messages = {"invalid": TIME_FORMAT_HELP}
 
     def to_python(self, value: Any) -> datetime | None:
         if isinstance(value, str):
@@ -69,6 +77,7 @@ class IntervalFilter(django_filters.FilterSet):
         field_name="interval",
         choices=IntervalType.choices,
         coerce=int,
+        error_messages={"invalid_choice": f"%(value)s is not an interval type: {INTERVAL_HELP}."},
         help_text="1 for five-minute rows, 2 for one-hour rows.",
     )
 

@@ -14,13 +14,14 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.utils.cache import set_response_etag
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
-from kpis.api.filters import EARLIEST_DATE, LATEST_DATE
+from kpis.api.filters import EARLIEST_DATE, LATEST_DATE, TIME_FORMAT_HELP
 from kpis.api.middleware import API_PATH_PREFIXES
 from kpis.api.renderers import CsvRenderer
 from kpis.api.serializers import DetailErrorSerializer, HealthSerializer
@@ -30,6 +31,20 @@ FILTER_NAMES = ["interval_start_timestamp__gte", "interval_end_timestamp__lte", 
 PAGING_NAMES = ["limit", "offset"]
 JSON = "application/json"
 CSV = "text/csv"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Bearer <key>``, a scheme of its own beside DRF's ``Token <key>``."""
+
+    target_class = "kpis.api.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": 'The same API token as tokenAuth, with the prefix "Bearer".',
+        }
 
 
 def _messages() -> serializers.ListField:
@@ -261,7 +276,7 @@ _LEDGER = [
     }
 ]
 _KPI_LIST = [{"id": kpi.id, "name": kpi.name} for kpi in KPIS]
-_QUERY_ERROR: dict[str, Any] = {"interval_start_timestamp__gte": ["Enter a valid date/time."]}
+_QUERY_ERROR: dict[str, Any] = {"interval_start_timestamp__gte": [TIME_FORMAT_HELP]}
 _FORMAT_ERROR: dict[str, Any] = {"format": ["Must be one of: json, csv."]}
 _ERRORS: dict[str, Any] = {
     "401": {"detail": "Authentication credentials were not provided."},

@@ -14,7 +14,6 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.log import log_response
 from drf_spectacular.utils import extend_schema
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -22,7 +21,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from kpis.api.authentication import BearerTokenAuthentication, CachedTokenAuthentication
 from kpis.api.schema import (
     HEALTH_OPERATION,
     HEALTH_RESPONSE_HEADERS,
@@ -114,13 +112,8 @@ class _JsonErrors(BaseContentNegotiation):
 
 
 class MetricsView(ThrottleBeforeAuthMixin, APIView):
-    """Prometheus text format, for a token (``Token`` or ``Bearer``) or a session."""
+    """Prometheus text format, with the API's credentials (a token or a session)."""
 
-    authentication_classes = [
-        CachedTokenAuthentication,
-        BearerTokenAuthentication,
-        SessionAuthentication,
-    ]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JsonErrors
 

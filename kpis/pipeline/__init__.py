@@ -34,6 +34,13 @@ from kpis.pipeline.location import InputPath
 
 if TYPE_CHECKING:
     from kpis.pipeline.aggregates import IncompatiblePartial, Partial, PartialBuilder
+    from kpis.pipeline.ranges import (
+        aggregate_range,
+        byte_ranges,
+        file_digest,
+        read_header,
+        splittable,
+    )
     from kpis.pipeline.reader import (
         REQUIRED_COLUMNS,
         ReadStats,
@@ -54,6 +61,12 @@ _LAZY = {
     "RejectReason": "kpis.pipeline.reader",
     "UnreadableFile": "kpis.pipeline.reader",
     "read_records": "kpis.pipeline.reader",
+    # Light themselves (pandas and pyarrow load on the first read), but they need FileOutcome.
+    "aggregate_range": "kpis.pipeline.ranges",
+    "byte_ranges": "kpis.pipeline.ranges",
+    "file_digest": "kpis.pipeline.ranges",
+    "read_header": "kpis.pipeline.ranges",
+    "splittable": "kpis.pipeline.ranges",
 }
 
 
@@ -91,6 +104,18 @@ def aggregate_file(
 
     Raises ``FileNotFoundError`` if the file disappeared since it was listed.
     """
+    return _aggregate(path, hash_key=hash_key, block_size=block_size, on_block=on_block)
+
+
+def _aggregate(
+    path: InputPath,
+    *,
+    hash_key: str,
+    block_size: int,
+    on_block: Callable[[], None] | None,
+    byte_range: tuple[int, int] | None = None,
+    header: bytes | None = None,
+) -> FileOutcome:
     import pyarrow as pa
 
     from kpis.pipeline.aggregates import PartialBuilder
@@ -105,6 +130,8 @@ def aggregate_file(
             stats=stats,
             block_size=block_size,
             on_block=on_block,
+            byte_range=byte_range,
+            header=header,
         ):
             builder.add(records)
     except UnreadableFile as error:
@@ -132,12 +159,17 @@ __all__ = [
     "RejectReason",
     "UnreadableFile",
     "aggregate_file",
+    "aggregate_range",
+    "byte_ranges",
+    "file_digest",
     "floor_to_interval",
     "hour_start_for",
     "interval_start_for_epoch_ms",
     "key_id_for",
     "parse_file_name",
+    "read_header",
     "read_records",
     "scan_input_dir",
+    "splittable",
     "subscriber_hash_key",
 ]

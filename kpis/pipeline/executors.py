@@ -84,6 +84,8 @@ class FileExecutor:
     slots: int
     description: str
     lost: tuple[type[BaseException], ...] = ()
+    # Tasks that run at once: what a merge is split into.
+    workers: int = 1
     _renew: Callable[[], Executor] | None = field(default=None, repr=False)
 
     @property
@@ -94,10 +96,13 @@ class FileExecutor:
     def remote(self) -> bool:
         return self.kind == "dask"
 
+    # How many times the executor was replaced after a worker died (once per run at most).
+    generation: int = 0
+
     @property
     def renewable(self) -> bool:
         """Whether a fresh executor can replace one whose worker died."""
-        return self._renew is not None
+        return self._renew is not None and self.generation == 0
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         return self.executor.submit(fn, *args, **kwargs)
@@ -108,6 +113,7 @@ class FileExecutor:
             raise WorkerLost(f"the {self.kind} cannot be replaced")
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.executor = self._renew()
+        self.generation += 1
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
@@ -181,6 +187,7 @@ def executor_for(config: ExecutorConfig, *, files: int) -> Iterator[FileExecutor
         executor=_process_pool(workers),
         slots=workers * _FILES_PER_WORKER,
         description=f"{workers} local worker processes",
+        workers=workers,
         lost=(BrokenProcessPool,),
         _renew=lambda: _process_pool(workers),
     )
@@ -218,6 +225,7 @@ def _dask_executor(config: ExecutorConfig) -> Iterator[FileExecutor]:
             slots=max(1, threads) * _FILES_PER_WORKER,
             description=f"the Dask cluster at {config.scheduler} ({threads} worker threads)",
             lost=(KilledWorker,),
+            workers=max(1, threads),
         )
     finally:
         client.close()

@@ -15,9 +15,10 @@ import functools
 import gzip
 import hashlib
 import io
+import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -99,6 +100,20 @@ class ReadStats:
     def rows_rejected(self) -> int:
         return sum(self.rejects.values())
 
+    @classmethod
+    def merged(cls, parts: Iterable[ReadStats], *, sha256: str = "") -> ReadStats:
+        """The stats of a file read in byte ranges: the ranges' counts summed, and its hash.
+
+        Every row lies in exactly one range, so the sums equal what one read of
+        the whole file counts; ``sha256`` comes from :func:`file_digest` (ranges
+        do not hash).
+        """
+        total = cls(sha256=sha256)
+        for part in parts:
+            total.rows_accepted += part.rows_accepted
+            total.rejects.update(part.rejects)
+        return total
+
 
 def read_records(
     path: InputPath,
@@ -107,20 +122,24 @@ def read_records(
     stats: ReadStats,
     block_size: int = DEFAULT_BLOCK_BYTES,
     on_block: Callable[[], None] | None = None,
+    byte_range: tuple[int, int] | None = None,
+    header: bytes | None = None,
 ) -> Iterator[Records]:
     """Yield the valid rows of ``path`` block by block, counting rejects in ``stats``.
 
     ``stats.sha256`` is the hash of the file's bytes as stored, complete once
     the iterator is exhausted. Raises :class:`UnreadableFile` when the file
     cannot be parsed (missing column, not CSV, broken gzip).
+
+    With ``byte_range=(start, end)`` only the lines that start in that span of
+    the stored bytes are read (see :mod:`kpis.pipeline.ranges`), and
+    ``stats.sha256`` stays empty. A range that does not start at 0 takes its
+    columns from ``header``, the file's header line as :func:`read_header` gives it.
     """
-    try:
-        raw = open_input(path)  # closed below, after the generator is done
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise UnreadableFile(f"cannot open the file: {error.strerror}") from error
-    with raw:
+    if byte_range is not None:
+        yield from _read_range(path, byte_range, header, hash_key, stats, block_size, on_block)
+        return
+    with _open(path, open_input) as raw:
         hashing = _HashingReader(raw)
         buffered = io.BufferedReader(hashing, buffer_size=1024 * 1024)
         stream = cast(
@@ -129,20 +148,60 @@ def read_records(
             if input_name(path).endswith(".gz")
             else buffered,
         )
-        try:
+        with _read_errors(path):
             yield from _read_stream(stream, hash_key, stats, block_size, on_block)
             # Drain what the parser did not need, so that the hash covers the whole file.
             while stream.read(1024 * 1024):
                 pass
-        except FileNotFoundError:
-            raise  # an object deleted while being read: vanished, not unreadable
-        except (OSError, EOFError, zlib.error) as error:
-            if is_url(path) and is_storage_error(error):
-                raise  # the storage failed, not the file: the run stops, the file stays due
-            raise UnreadableFile(f"cannot decompress or read the file: {error}") from error
-        except pa.ArrowInvalid as error:
-            raise UnreadableFile(f"not a readable CSV file: {error}") from error
         stats.sha256 = hashing.hexdigest()
+
+
+def _read_range(
+    path: InputPath,
+    byte_range: tuple[int, int],
+    header: bytes | None,
+    hash_key: str,
+    stats: ReadStats,
+    block_size: int,
+    on_block: Callable[[], None] | None,
+) -> Iterator[Records]:
+    from kpis.pipeline.ranges import open_span, splittable
+
+    if not splittable(path):
+        raise ValueError(f"{input_name(path)} is compressed: it can only be read whole")
+    start, end = byte_range
+    if not 0 <= start <= end:
+        raise ValueError(f"not a byte range: {byte_range}")
+    if start > 0 and header is None:
+        raise ValueError("a range after the first needs the file's header line")
+    with _open(path, lambda p: open_span(p, start, end)) as stream, _read_errors(path):
+        yield from _read_stream(
+            stream, hash_key, stats, block_size, on_block, header if start > 0 else None
+        )
+
+
+def _open(path: InputPath, opener: Callable[[InputPath], IO[bytes]]) -> IO[bytes]:
+    try:
+        return opener(path)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(f"cannot open the file: {error.strerror}") from error
+
+
+@contextlib.contextmanager
+def _read_errors(path: InputPath) -> Iterator[None]:
+    """Turn what reading raises into :class:`UnreadableFile`, unless the file or storage is gone."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise  # an object deleted while being read: vanished, not unreadable
+    except (OSError, EOFError, zlib.error) as error:
+        if is_url(path) and is_storage_error(error):
+            raise  # the storage failed, not the file: the run stops, the file stays due
+        raise UnreadableFile(f"cannot decompress or read the file: {error}") from error
+    except pa.ArrowInvalid as error:
+        raise UnreadableFile(f"not a readable CSV file: {error}") from error
 
 
 def _read_stream(
@@ -151,8 +210,13 @@ def _read_stream(
     stats: ReadStats,
     block_size: int,
     on_block: Callable[[], None] | None,
+    header_line: bytes | None = None,
 ) -> Iterator[Records]:
-    header_line, rest = _split_header(stream)
+    """Read the rows of ``stream``; it starts with the header line unless one is given."""
+    if header_line is None:
+        header_line, rest = _split_header(stream)
+    else:
+        rest = b""
     header = _parse_header(header_line)
     positions = _required_positions(header)
     width = len(header)
@@ -160,7 +224,11 @@ def _read_stream(
 
     names = [f"f{index}" for index in range(width)]
     columns = [names[positions[column]] for column in REQUIRED_COLUMNS]
-    read_options = pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False)
+    # A piece is below twice the block (see _line_chunks): the parser takes each
+    # piece as one block, so that only the piece's own lines meet in a parse.
+    read_options = pacsv.ReadOptions(
+        column_names=names, block_size=2 * block_size, use_threads=False
+    )
     as_bytes = pacsv.ConvertOptions(
         include_columns=columns,
         column_types=dict.fromkeys(columns, pa.binary()),
@@ -196,20 +264,25 @@ def _read_stream(
         )
         return table, ragged
 
+    def parse_piece(piece: bytes) -> tuple[pa.Table, int]:
+        parsed = None
+        # "-" (a sign) and "x" (0x.. is hexadecimal to the parser) need the byte path.
+        if piece.find(b"-") < 0 and piece.find(b"x") < 0 and piece.find(b"X") < 0:
+            with contextlib.suppress(pa.ArrowInvalid):
+                parsed = parse(piece, as_integers)
+            if parsed is not None and not _plain_integers(parsed[0]):
+                parsed = None
+        return parsed or parse(piece, as_bytes)
+
     def parse_next() -> tuple[pa.RecordBatch | None, int]:
         """The next piece with rows (None at the end), and the ragged rows up to it."""
         ragged_total = 0
         for piece in pieces:
             if not piece.lstrip(b"\r\n"):  # no copy unless it starts with a line end
                 continue  # blank lines only: the parser skips them too
-            parsed = None
-            # "-" (a sign) and "x" (0x.. is hexadecimal to the parser) need the byte path.
-            if piece.find(b"-") < 0 and piece.find(b"x") < 0 and piece.find(b"X") < 0:
-                with contextlib.suppress(pa.ArrowInvalid):
-                    parsed = parse(piece, as_integers)
-                if parsed is not None and not _plain_integers(parsed[0]):
-                    parsed = None
-            table, ragged = parsed or parse(piece, as_bytes)
+            table, ragged = parse_piece(piece)
+            if piece.find(b'"') >= 0 and _quote_open_at_line_end(piece, table.num_rows + ragged):
+                table, ragged = parse_piece(_close_quotes_at_line_ends(piece))
             ragged_total += ragged
             if table.num_rows:
                 return table.combine_chunks().to_batches()[0], ragged_total
@@ -257,9 +330,10 @@ def _plain_integers(table: pa.Table) -> bool:
 
 
 def _line_chunks(lines: _RowGuard, size: int) -> Iterator[bytes]:
-    """Group the guard's whole lines into pieces of about ``size`` bytes.
+    """Group the guard's whole lines into pieces of about ``size`` bytes (below ``2 * size``).
 
-    The guard hands out whole lines only, so a piece never splits a row.
+    The guard hands out whole lines only, so a piece never splits a row; each
+    read of the guard is at most ``size`` (twice its limit of ``size // 2``).
     """
     parts: list[bytes] = []
     length = 0
@@ -271,6 +345,49 @@ def _line_chunks(lines: _RowGuard, size: int) -> Iterator[bytes]:
             parts, length = [], 0
     if parts:
         yield b"".join(parts)
+
+
+# A line (no line end) that ends inside a quoted field, as the parser reads
+# quotes: a quote opens a field only at its start; inside, "" is a quote and a
+# lone quote closes the field, after which quotes are plain characters. The
+# possessive quantifiers keep the regex to that one reading.
+_FIELD_THEN_COMMA = rb'(?:"(?:[^"\r\n]|"")*+"[^,\r\n]*+|[^",\r\n][^,\r\n]*+|),'
+_OPEN_QUOTE = rb"(?:" + _FIELD_THEN_COMMA + rb')*+"(?:[^"\r\n]|"")*+'
+_LINE_ENDING_IN_QUOTE = re.compile(_OPEN_QUOTE + rb"\Z")
+_LINES_ENDING_IN_QUOTE = re.compile(rb"(?:(?<=[\r\n])|\A)" + _OPEN_QUOTE + rb"(?=[\r\n]|\Z)")
+
+
+def _quote_open_at_line_end(piece: bytes, rows: int) -> bool:
+    """Whether a quoted field of ``piece`` is still open at the end of its line.
+
+    ``rows`` is how many rows the parser found. It carries an open field over
+    the line end and takes the next line in, so that it finds fewer rows than
+    there are non-blank lines; the last line takes nothing in and is checked
+    by itself. Left alone, such a row would depend on where pieces or byte
+    ranges happen to be cut.
+    """
+    codes = np.frombuffer(piece, dtype=np.uint8)
+    ends = (codes == 10) | (codes == 13)
+    lines = int(np.count_nonzero(ends[:-1] > ends[1:])) + int(not ends[0])
+    if rows != lines:
+        return True
+    body = piece.rstrip(b"\r\n")
+    last = body[max(body.rfind(b"\n"), body.rfind(b"\r")) + 1 :]
+    return _LINE_ENDING_IN_QUOTE.match(last) is not None
+
+
+def _close_quotes_at_line_ends(piece: bytes) -> bytes:
+    """``piece`` with a closing quote added to each line that ends inside a quoted field.
+
+    A line end always ends a row, as for the guard and for byte ranges: a
+    quoted field still open there ends with its line.
+    """
+    parts, position = [], 0
+    for match in _LINES_ENDING_IN_QUOTE.finditer(piece):
+        parts += [piece[position : match.end()], b'"']
+        position = match.end()
+    parts.append(piece[position:])
+    return b"".join(parts)
 
 
 def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
@@ -523,7 +640,8 @@ class _RowGuard:
 
     The CSV parser gives up on the whole file when one row does not fit in a
     block; an oversized row is a bad row, not a bad file. Lines end at CR or
-    LF, as for the parser (values never contain newlines). Only the unfinished
+    LF, as for the parser, also inside quotes (see :func:`_close_quotes_at_line_ends`:
+    a field does not go on past its line). Only the unfinished
     last line of what was read is held back, so memory stays bounded.
     """
 

@@ -18,29 +18,22 @@ a missing state).
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from kpis.pipeline.aggregates import READ_THREADS, IncompatiblePartial, Partial, _run_starts
+from kpis.pipeline.location import is_url, s3_filesystem
 
-STATE_FORMAT = "3"
-# One row per (part, subscriber) with the part's cells it was seen in, as in format 2.
-_SCHEMA = pa.schema([("subscriber", pa.uint64()), ("cell_ids", pa.list_(pa.int64()))])
-# Fibonacci hashing: multiplying by 2**64 / golden ratio spreads consecutive cell ids
-# over the high bits, and is stable across processes, machines and library versions.
-_SPREAD = np.uint64(0x9E3779B97F4A7C15)
-MAX_PARTITIONS = 1024
+if TYPE_CHECKING:
+    # Loaded with the first state written or read: a run with nothing to do never loads them.
+    import pyarrow.parquet as pq
+
+    from kpis.pipeline.aggregates import Partial
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +45,18 @@ class StateRef:
     pairs: int
 
 
-def cell_partition(cell_id: np.ndarray, partitions: int) -> np.ndarray:
-    """The part (0 .. partitions - 1) of each cell id; ``partitions`` is a power of two."""
-    if partitions == 1:
-        return np.zeros(len(cell_id), dtype=np.uint16)
-    bits = partitions.bit_length() - 1
-    with np.errstate(over="ignore"):
-        spread = cell_id.astype(np.uint64, copy=False) * _SPREAD
-    return (spread >> np.uint64(64 - bits)).astype(np.uint16)
+def hour_prefix(hour_start: datetime) -> str:
+    """The folder of the states of the files of one hour."""
+    return f"{hour_start:%Y-%m-%dT%H}"
 
 
-def check_partitions(partitions: int) -> int:
-    """``partitions`` if it is a power of two from 1 to :data:`MAX_PARTITIONS`."""
-    if not 1 <= partitions <= MAX_PARTITIONS or partitions & (partitions - 1):
-        raise ValueError(f"partitions must be a power of two from 1 to {MAX_PARTITIONS}")
-    return partitions
+def state_key_prefix(interval_start: datetime, file_name: str, *, seq: int) -> str:
+    """The start of the keys of a file's state ``seq``: its hour's folder, the file, the range.
+
+    Every state of an hour is under one folder, so that a final hour's states
+    go in one delete and a crash's leftovers are found by listing the hour.
+    """
+    return f"{hour_prefix(interval_start)}/{file_name}.{seq}"
 
 
 class StateStore:
@@ -74,7 +64,12 @@ class StateStore:
 
     def __init__(self, url: str, **storage_options: Any) -> None:
         self.url = url.rstrip("/")
-        self.fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
+        if is_url(self.url) and not storage_options:
+            # The same client as the input's: endpoint, region and retries from the AWS variables.
+            self.fs = s3_filesystem()
+            root = self.url.split("://", 1)[1]
+        else:
+            self.fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
         self.root = root.rstrip("/")
         self.local = "file" in _protocols(self.fs)
 
@@ -83,6 +78,8 @@ class StateStore:
 
     def write(self, key_prefix: str, partial: Partial, *, partitions: int) -> StateRef:
         """Write ``partial`` under a new key starting with ``key_prefix``; return its reference."""
+        from kpis.pipeline.state_format import state_bytes
+
         key = f"{key_prefix}.{uuid.uuid4().hex}.parquet"
         data = state_bytes(partial, partitions=partitions)
         path = self._path(key)
@@ -95,8 +92,10 @@ class StateStore:
 
     def read(self, key: str) -> Partial:
         """The whole state under ``key`` (all parts)."""
+        from kpis.pipeline.state_format import partial_of
+
         with self.open(key) as parquet:
-            return _partial_of(parquet)
+            return partial_of(parquet)
 
     def delete(self, keys: Iterable[str]) -> None:
         """Remove states; keys already gone are ignored."""
@@ -113,12 +112,14 @@ class StateStore:
     def delete_prefix(self, prefix: str) -> None:
         """Remove every state whose key starts with ``prefix/`` (an hour's folder)."""
         path = self._path(prefix)
+        self.fs.invalidate_cache(path)  # an object store's listing may be cached
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
     def keys(self, prefix: str) -> list[str]:
         """The keys under ``prefix/``, temporary files of an interrupted write included."""
         path = self._path(prefix)
+        self.fs.invalidate_cache(path)
         try:
             found = self.fs.find(path)
         except FileNotFoundError:
@@ -139,6 +140,8 @@ class _OpenState:
         self._handle: Any = None
 
     def __enter__(self) -> pq.ParquetFile:
+        import pyarrow.parquet as pq
+
         path = self._store._path(self._key)
         if self._store.local:  # memory-mapped: no copy of the row groups it skips
             return pq.ParquetFile(path, memory_map=True)
@@ -170,118 +173,3 @@ def _write_durably(path: str, data: bytes) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-# --- the format --------------------------------------------------------------
-
-
-def state_bytes(partial: Partial, *, partitions: int) -> bytes:
-    """Serialise ``partial`` as Parquet (zstd), one row group per non-empty part.
-
-    Within a part, rows are sorted subscriber hashes (delta-encoded) each with its
-    cells; the service totals, the key, the format and the rows of each part are
-    in the schema metadata.
-    """
-    check_partitions(partitions)
-    pairs = partial.pairs
-    if not pairs["subscriber"].is_monotonic_increasing:  # pairs made here are sorted
-        pairs = pairs.sort_values("subscriber", kind="stable")
-    cell_id = pairs["cell_id"].to_numpy()
-    subscriber = pairs["subscriber"].to_numpy()
-    part = cell_partition(cell_id, partitions)
-    # A stable sort of small integers is a radix sort: subscribers stay ordered in each part.
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
-    tables = []
-    part_rows = []
-    for index in range(partitions):
-        rows = order[bounds[index] : bounds[index + 1]]
-        if not len(rows):
-            part_rows.append(0)
-            continue
-        table = _part_table(subscriber[rows], cell_id[rows])
-        part_rows.append(table.num_rows)
-        tables.append(table)
-    metadata = {
-        b"format": STATE_FORMAT.encode(),
-        b"key_id": partial.key_id.encode(),
-        b"partitions": str(partitions).encode(),
-        b"part_rows": json.dumps(part_rows).encode(),
-        # JSON strings keep totals above 2**53 exact.
-        b"service_bytes": json.dumps(
-            [[str(s), str(t)] for s, t in sorted(partial.service_bytes.items())]
-        ).encode(),
-    }
-    sink = pa.BufferOutputStream()
-    schema = _SCHEMA.with_metadata(metadata)
-    with pq.ParquetWriter(
-        sink,
-        schema,
-        compression="zstd",
-        use_dictionary=False,
-        column_encoding={"subscriber": "DELTA_BINARY_PACKED"},
-    ) as writer:
-        for table in tables:
-            # One row group per part, however many rows it has.
-            writer.write_table(table.replace_schema_metadata(metadata), row_group_size=len(table))
-    return sink.getvalue().to_pybytes()
-
-
-def _part_table(subscriber: np.ndarray, cell_id: np.ndarray) -> pa.Table:
-    starts = np.flatnonzero(_run_starts(subscriber))
-    offsets = pa.array(np.append(starts, len(subscriber)), pa.int32())
-    cells = pa.ListArray.from_arrays(offsets, pa.array(cell_id))
-    return pa.table([pa.array(subscriber[starts]), cells], schema=_SCHEMA)
-
-
-def state_metadata(parquet: pq.ParquetFile) -> dict[bytes, bytes]:
-    metadata = parquet.schema_arrow.metadata or {}
-    if metadata.get(b"format", b"").decode() != STATE_FORMAT:
-        raise IncompatiblePartial("stored state has an unknown format")
-    return metadata
-
-
-def service_totals_of(metadata: dict[bytes, bytes]) -> pd.Series:
-    totals = json.loads(metadata[b"service_bytes"].decode())
-    return pd.Series(
-        [int(total) for _, total in totals],
-        index=pd.Index([int(s) for s, _ in totals], dtype=np.int64, name="service_id"),
-        dtype=object,
-    )
-
-
-def _pairs_of(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    cells = table.column("cell_ids").combine_chunks()
-    return (
-        cells.flatten().to_numpy(),
-        np.repeat(table.column("subscriber").to_numpy(), pc.list_value_length(cells).to_numpy()),
-    )
-
-
-def part_pairs(
-    parquet: pq.ParquetFile, part: int, partitions: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (cell, subscriber) pairs of one part of an open state."""
-    metadata = state_metadata(parquet)
-    stored_partitions = int(metadata[b"partitions"])
-    if stored_partitions == partitions:
-        part_rows = json.loads(metadata[b"part_rows"])
-        # Row groups are the non-empty parts, in order.
-        group = sum(1 for rows in part_rows[:part] if rows)
-        if not part_rows[part]:
-            return np.zeros(0, np.int64), np.zeros(0, np.uint64)
-        return _pairs_of(parquet.read_row_group(group, use_threads=READ_THREADS))
-    # Written with another number of parts: read it whole and keep this part's cells.
-    cell_id, subscriber = _pairs_of(parquet.read(use_threads=READ_THREADS))
-    keep = cell_partition(cell_id, partitions) == part
-    return cell_id[keep], subscriber[keep]
-
-
-def _partial_of(parquet: pq.ParquetFile) -> Partial:
-    metadata = state_metadata(parquet)
-    cell_id, subscriber = _pairs_of(parquet.read(use_threads=READ_THREADS))
-    return Partial(
-        key_id=metadata[b"key_id"].decode(),
-        service_bytes=service_totals_of(metadata),
-        pairs=pd.DataFrame({"cell_id": cell_id, "subscriber": subscriber}),
-    )

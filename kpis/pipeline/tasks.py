@@ -10,6 +10,7 @@ ranking's worth of rows (:class:`MergedTops`), never the pairs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +19,11 @@ import pandas as pd
 
 from kpis.pipeline import FileOutcome, aggregate_file
 from kpis.pipeline.aggregates import IncompatiblePartial, _add_totals, _distinct_pairs, _top
+from kpis.pipeline.location import InputPath, is_url
+from kpis.pipeline.ranges import aggregate_range
 from kpis.pipeline.reader import ReadStats
-from kpis.pipeline.store import (
-    StateRef,
-    StateStore,
-    part_pairs,
-    service_totals_of,
-    state_metadata,
-)
+from kpis.pipeline.state_format import part_pairs, service_totals_of, state_metadata
+from kpis.pipeline.store import StateRef, StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,31 +33,80 @@ class StateRead:
     stats: ReadStats
     error: str | None
     state: StateRef | None
+    # The state's own ranking, when asked for (``top_n``): an interval of one state needs
+    # no merge, so its state is not read back.
+    tops: MergedTops | None = None
 
 
 def file_to_state(
-    path: str,
+    path: InputPath,
     *,
     hash_key: str,
     block_size: int,
     store_url: str,
     key_prefix: str,
     partitions: int,
+    top_n: int | None = None,
     on_block: Callable[[], None] | None = None,
 ) -> StateRead:
     """Read one raw file and write its state; raises ``FileNotFoundError`` if it is gone."""
     outcome: FileOutcome = aggregate_file(
-        Path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
+        _input_path(path), hash_key=hash_key, block_size=block_size, on_block=on_block
     )
-    return _stored(outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions)
+    return _stored(
+        outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions, top_n=top_n
+    )
 
 
-def _stored(outcome: FileOutcome, *, store_url: str, key_prefix: str, partitions: int) -> StateRead:
+def range_to_state(
+    path: InputPath,
+    *,
+    byte_range: tuple[int, int],
+    header: bytes,
+    hash_key: str,
+    block_size: int,
+    store_url: str,
+    key_prefix: str,
+    partitions: int,
+    top_n: int | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> StateRead:
+    """Read the lines of one byte range of a file and write their state, as :func:`file_to_state`.
+
+    ``header`` is the file's header line (:func:`~kpis.pipeline.ranges.read_header`);
+    the stats carry no sha256 (see :func:`~kpis.pipeline.ranges.file_digest`).
+    """
+    outcome = aggregate_range(
+        _input_path(path),
+        byte_range=byte_range,
+        header=header,
+        hash_key=hash_key,
+        block_size=block_size,
+        on_block=on_block,
+    )
+    return _stored(
+        outcome, store_url=store_url, key_prefix=key_prefix, partitions=partitions, top_n=top_n
+    )
+
+
+def _input_path(path: InputPath) -> InputPath:
+    """A local path given as text becomes a :class:`Path`; an ``s3://`` URL stays text."""
+    return path if isinstance(path, Path) or is_url(path) else Path(path)
+
+
+def _stored(
+    outcome: FileOutcome, *, store_url: str, key_prefix: str, partitions: int, top_n: int | None
+) -> StateRead:
     partial = outcome.partial
     if partial is None or (not len(partial.pairs) and not len(partial.service_bytes)):
         return StateRead(stats=outcome.stats, error=outcome.error, state=None)
     state = StateStore(store_url).write(key_prefix, partial, partitions=partitions)
-    return StateRead(stats=outcome.stats, error=None, state=state)
+    tops = None
+    if top_n is not None:
+        # The pairs of one state are distinct: a cell's pairs are its subscribers.
+        cells = pd.Series(partial.pairs["cell_id"].to_numpy()).value_counts(sort=False)
+        tops = MergedTops(top_cells=_top(cells, top_n), service_bytes=partial.service_bytes)
+    return StateRead(stats=outcome.stats, error=None, state=state, tops=tops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,23 +138,26 @@ def states_merge(
     store = StateStore(store_url)
     top_cells: list[tuple[int, int]] = []
     totals: list[pd.Series] = []
-    for part in parts:
-        cell_ids: list[np.ndarray] = []
-        subscribers: list[np.ndarray] = []
-        for key in keys:
-            with store.open(key) as parquet:
-                metadata = state_metadata(parquet)
-                if metadata[b"key_id"].decode() != key_id:
-                    raise IncompatiblePartial(
-                        "stored subscriber state was made with another KPI_SUBSCRIBER_KEY"
-                    )
-                if with_totals and part == parts[0]:
-                    totals.append(service_totals_of(metadata))
+    with ExitStack() as stack:
+        # Each state is opened once (its footer read once); its parts are then read one by one.
+        states = [stack.enter_context(store.open(key)) for key in keys]
+        for parquet in states:
+            metadata = state_metadata(parquet)
+            if metadata[b"key_id"].decode() != key_id:
+                raise IncompatiblePartial(
+                    "stored subscriber state was made with another KPI_SUBSCRIBER_KEY"
+                )
+            if with_totals:
+                totals.append(service_totals_of(metadata))
+        for part in parts:
+            cell_ids: list[np.ndarray] = []
+            subscribers: list[np.ndarray] = []
+            for parquet in states:
                 cell_id, subscriber = part_pairs(parquet, part, partitions)
-            if len(cell_id):
-                cell_ids.append(cell_id)
-                subscribers.append(subscriber)
-        top_cells.extend(_part_top_cells(cell_ids, subscribers, top_n))
+                if len(cell_id):
+                    cell_ids.append(cell_id)
+                    subscribers.append(subscriber)
+            top_cells.extend(_part_top_cells(cell_ids, subscribers, top_n))
     return MergedTops(
         top_cells=top_cells, service_bytes=_add_totals(totals) if with_totals else None
     )

@@ -37,6 +37,13 @@ class FolderListing:
     directory: InputPath  # a folder, or an s3:// prefix
     # name -> (epoch_ms, size, mtime_ns); for an object, a token of its ETag stands for mtime_ns
     stats: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    # Names that do not follow the file-name contract (a probe misnamed, a stray file);
+    # in-progress uploads (".tmp") and hidden files are not counted.
+    ignored: list[str] = field(default_factory=list)
+
+    def ignore(self, name: str) -> None:
+        if not (name.endswith(".tmp") or name.startswith(".")):
+            self.ignored.append(name)
 
     def span(self) -> tuple[datetime, datetime]:
         """The first and last interval start of the files listed (the listing is not empty)."""
@@ -93,7 +100,9 @@ def folder_list(directory: InputPath) -> FolderListing:
     if is_url(directory):
         for name, size, token in list_objects(str(directory)):
             epoch_ms = parse_file_name(name)
-            if epoch_ms is not None:
+            if epoch_ms is None:
+                listing.ignore(name)
+            else:
                 listing.stats[name] = (epoch_ms, size, token)
         return listing
     # Through a descriptor of the folder, each stat resolves one name, not the whole path.
@@ -112,6 +121,7 @@ def _list_into(listing: FolderListing, folder: int) -> None:
             name = entry.name
             epoch_ms = parse_file_name(name)
             if epoch_ms is None:
+                listing.ignore(name)
                 continue
             if not entry.is_file(follow_symlinks=False):  # a link is not a regular file
                 logger.warning("Skipping %s: not a regular file (links are not followed)", name)

@@ -28,7 +28,7 @@ STATE_DROP_HOURS_PER_RUN = 24
 
 
 def hour_states_drop(*, hour_start: datetime) -> int:
-    """Drop the file states of one hour and mark its ledger entries; return slices deleted.
+    """Drop the file states of one hour and mark its ledger entries; return states dropped.
 
     KPI rows, ledger figures and file records stay; the hour can then only be
     restated from its raw files.
@@ -60,11 +60,11 @@ def final_hour_states_drop(
         .values_list("interval_start_timestamp", flat=True)[:limit]
     )
     for hour_start in hours:
-        slices = hour_states_drop(hour_start=hour_start)
+        dropped = hour_states_drop(hour_start=hour_start)
         logger.info(
-            "hour=%s is final: its file states are dropped (%d slices)",
+            "hour=%s is final: its file states are dropped (%d states)",
             f"{hour_start:%Y-%m-%dT%H:%MZ}",
-            slices,
+            dropped,
         )
     return hours
 

@@ -18,7 +18,7 @@ from django.db import Error as DatabaseLayerError
 from django.utils import timezone
 
 from kpis.models import UpdateRun
-from kpis.services.update import RunSummary
+from kpis.services.summary import RunSummary
 
 logger = logging.getLogger("kpis.runs")
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework.authtoken.models import Token
+
+
+@dataclass(frozen=True)
+class DemoCredentials:
+    """The demo user's API token, and its password when this call set one (None: kept)."""
+
+    username: str
+    token: str
+    password: str | None
 
 
 def api_user_create(*, username: str) -> bool:
@@ -35,3 +47,24 @@ def api_token_revoke(*, username: str) -> bool:
     """Delete the API token of ``username``; return whether there was one."""
     deleted, _ = Token.objects.filter(user__username=username).delete()
     return deleted > 0
+
+
+def demo_user_ensure(*, username: str, rotate: bool = False) -> DemoCredentials:
+    """Make ``username`` a superuser with a password and an API token; keep both if it has them.
+
+    A second ``make demo`` must not break the token a client was given by the first;
+    ``rotate`` sets a new password and a new token (a password is only known when set).
+    """
+    user_model = get_user_model()
+    with transaction.atomic():
+        user, created = user_model.objects.select_for_update().get_or_create(username=username)
+        password = None
+        if created or rotate or not user.has_usable_password():
+            password = secrets.token_urlsafe(12)
+            user.set_password(password)
+        user.is_staff = user.is_superuser = True
+        user.save()
+        if rotate:
+            Token.objects.filter(user=user).delete()
+        token, _ = Token.objects.get_or_create(user=user)
+    return DemoCredentials(username=username, token=str(token.key), password=password)

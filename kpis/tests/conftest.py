@@ -118,12 +118,23 @@ def input_backend() -> str:
 
 @pytest.fixture
 def input_bucket(
-    seaweed: SeaweedServer, input_folder: InputFolder, monkeypatch: pytest.MonkeyPatch
+    seaweed: SeaweedServer,
+    input_folder: InputFolder,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    state_dir: Path,
 ) -> BucketMirror:
-    """A fresh bucket mirroring the test's input folder, with the AWS variables set for it."""
+    """A fresh bucket mirroring the test's input folder, with the AWS variables set for it.
+
+    The states go to the same bucket (``KPI_STATE_URL``), as on a cluster without a
+    shared filesystem.
+    """
     for variable, value in seaweed.environ().items():
         monkeypatch.setenv(variable, value)
-    return BucketMirror(seaweed.filesystem(), seaweed.new_bucket(), input_folder.path)
+    bucket = BucketMirror(seaweed.filesystem(), seaweed.new_bucket(), input_folder.path)
+    settings.KPI_STATE_URL = bucket.state_url.rstrip("/")
+    monkeypatch.setenv("KPI_STATE_URL", settings.KPI_STATE_URL)
+    return bucket
 
 
 @pytest.fixture
@@ -183,6 +194,15 @@ def command_process(
         text=True,
         **popen,
     )
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own state store (a folder), for this process and the commands it starts."""
+    folder = tmp_path / "state"
+    settings.KPI_STATE_URL = str(folder)
+    monkeypatch.setenv("KPI_STATE_URL", str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -251,7 +271,7 @@ def generated_data(input_folder: InputFolder) -> GeneratedData:
 
 def shipped_assets(html: str) -> list[str]:
     """The scripts and styles a page loads; fails unless each is a static file of the project."""
-    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', html)
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png|svg))"', html)
     prefix = "/" + settings.STATIC_URL.lstrip("/")
     for asset in assets:
         assert asset.startswith(prefix), f"{asset} is not served by the project"

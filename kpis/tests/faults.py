@@ -21,6 +21,7 @@ from kpis.models import (
     ServiceTrafficVolume,
 )
 from kpis.pipeline import Partial
+from kpis.services import state_store
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -129,14 +130,24 @@ def fault_env(directory: Path, **variables: str) -> dict[str, str]:
     return {"PYTHONPATH": str(directory), **variables}
 
 
-def _state_digest(slices: list[bytes]) -> str:
+def state_digest(partial: Partial) -> str:
     """Content of a stored file state, independent of row order in its serialisation."""
-    partial = Partial.from_bytes(b"".join(slices))
     pairs = sorted(
         zip(partial.pairs["cell_id"].tolist(), partial.pairs["subscriber"].tolist(), strict=True)
     )
     content = [partial.key_id, sorted(partial.service_bytes.to_dict().items()), pairs]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def stored_states() -> list[tuple[str, int, str]]:
+    """Every file state the database references, read from the store: (file, seq, content)."""
+    store = state_store()
+    return [
+        (name, seq, state_digest(store.read(key)))
+        for name, seq, key in FileState.objects.order_by("file__name", "seq").values_list(
+            "file__name", "seq", "key"
+        )
+    ]
 
 
 def _rows(queryset: Any, *fields: str) -> list[tuple[Any, ...]]:
@@ -162,17 +173,12 @@ def database_snapshot() -> Snapshot:
         for f in InputFileRecord._meta.fields
         if f.name not in ("id", "processed_at", "missing_since")
     ]
-    slices: dict[str, list[bytes]] = {}
-    for name, data in FileState.objects.order_by("file__name", "seq").values_list(
-        "file__name", "data"
-    ):
-        slices.setdefault(name, []).append(bytes(data))
     return {
         "service_rows": _rows(ServiceTrafficVolume.objects, *times, "service_id", "total_bytes"),
         "cell_rows": _rows(CellUniqueUsers.objects, *times, "cell_id", "number_of_unique_users"),
         "ledger": _rows(IntervalLedger.objects, *ledger_fields),
         "files": _rows(InputFileRecord.objects, *file_fields),
-        "states": sorted((name, _state_digest(data)) for name, data in slices.items()),
+        "states": stored_states(),
     }
 
 

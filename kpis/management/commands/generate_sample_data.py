@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from kpis.management.commands.update_network_stats import parse_moment
-from kpis.pipeline import floor_to_interval
+from kpis.management.arguments import UsageErrorCommand, parse_moment
+from kpis.pipeline import INTERVAL, floor_to_interval
 from kpis.sampledata import Population, hours_to_intervals, write_sample_files
 
 
-class Command(BaseCommand):
+def parse_end(value: str) -> datetime:
+    """``now``: the end of the last interval due now (KPI_GRACE_SECONDS ago); else ISO 8601."""
+    if value.strip().lower() == "now":
+        return datetime.now(UTC) - timedelta(seconds=settings.KPI_GRACE_SECONDS)
+    return parse_moment(value)
+
+
+class Command(UsageErrorCommand):
     help = "Write synthetic probe files (five-minute parts) into the input folder."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
+        # Fixed dates by default, so that tests and benchmarks are reproducible; --end now
+        # gives data that looks live (make demo).
+        when = parser.add_mutually_exclusive_group()
+        when.add_argument(
             "--start",
             type=parse_moment,
             default=parse_moment("2021-07-18T00:00:00Z"),
             help="Start of the first interval, ISO 8601 (default 2021-07-18T00:00:00Z).",
+        )
+        when.add_argument(
+            "--end",
+            type=parse_end,
+            default=None,
+            help=(
+                "End of the last interval instead of --start, ISO 8601, or 'now': the last "
+                "interval that update_network_stats would process now, so that the data is "
+                "fresh (health 200, hours not yet final). The data covers --hours before it."
+            ),
         )
         parser.add_argument("--hours", type=float, default=3, help="Hours of data (default 3).")
         parser.add_argument("--parts", type=int, default=1, help="Files per interval (default 1).")
@@ -54,13 +75,22 @@ class Command(BaseCommand):
             services=options["services"],
             seed=options["seed"],
         )
+        intervals = hours_to_intervals(options["hours"])
+        if options["end"] is not None:
+            start = floor_to_interval(options["end"]) - intervals * INTERVAL
+        else:
+            start = floor_to_interval(options["start"])
         written = write_sample_files(
             output_dir,
-            start=floor_to_interval(options["start"]),
-            intervals=hours_to_intervals(options["hours"]),
+            start=start,
+            intervals=intervals,
             parts=options["parts"],
             rows=options["rows"],
             population=population,
             gzipped=options["gzip"],
         )
-        self.stdout.write(f"wrote {len(written)} file(s) to {output_dir}")
+        end = start + intervals * INTERVAL
+        self.stdout.write(
+            f"wrote {len(written)} file(s) to {output_dir}, intervals from "
+            f"{start:%Y-%m-%dT%H:%MZ} to {end:%Y-%m-%dT%H:%MZ}"
+        )

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
-from kpis.management.commands.update_network_stats import parse_moment
+from kpis.management.arguments import UsageErrorCommand, parse_moment
 from kpis.services import RUNS_KEPT_AT_LEAST, kpi_rows_prune, update_runs_prune
 
 
 def _days(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
-        raise CommandError(f"{value!r} is not a whole number of days of at least 1")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days of at least 1")
     return int(value)
 
 
-class Command(BaseCommand):
+class Command(UsageErrorCommand):
     help = (
         "Delete five-minute KPI rows and ledger entries older than --keep-days; hourly ones "
         "are kept unless --hourly-keep-days is given, and update runs older than --keep-days "
@@ -50,7 +51,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         keep, hourly_keep = options["keep_days"], options["hourly_keep_days"]
         if hourly_keep is not None and hourly_keep < keep:
-            raise CommandError("--hourly-keep-days must not be shorter than --keep-days")
+            self.usage_error("--hourly-keep-days must not be shorter than --keep-days")
         now: datetime = options["now"] or datetime.now(UTC)
         counts = kpi_rows_prune(
             five_minute_before=now - timedelta(days=keep),

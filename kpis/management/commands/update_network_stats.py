@@ -6,18 +6,21 @@ Meant for cron, every five minutes; see crontab.example.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError, transaction
 
+from kpis.management.arguments import UsageErrorCommand, parse_moment
 from kpis.models import IntervalType
 from kpis.pipeline import subscriber_hash_key
 from kpis.pipeline.executors import ExecutorConfig, ExecutorFailed, SchedulerUnreachable
@@ -38,20 +41,10 @@ from kpis.services import (
     UpdateConfig,
     network_stats_update,
     run_lock,
+    state_store,
     update_run_recorded,
 )
 from kpis.services.restatement import restate_command
-
-
-def parse_moment(value: str) -> datetime:
-    """Parse an ISO 8601 time; a time without offset is taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(
-            f"{value!r} is not an ISO 8601 time, e.g. 2021-07-18T01:05:00Z"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _terminal_size(stream: TextIO) -> os.terminal_size | None:
@@ -126,7 +119,7 @@ def _range_text(config: UpdateConfig) -> str:
     return f"re-processed intervals from {since} until {until}: "
 
 
-class Command(BaseCommand):
+class Command(UsageErrorCommand):
     # Runs every five minutes under cron: the system checks belong to deployment
     # (`manage.py check --deploy`), not to every run.
     requires_system_checks: list[str] = []
@@ -185,6 +178,13 @@ class Command(BaseCommand):
     _run_record: RunRecording
 
     def execute(self, *args: Any, **options: Any) -> str | None:
+        # A usage error is no run: it leaves no record.
+        since, until = options.get("since"), options.get("until")
+        if since is not None and until is not None and since >= until:
+            self.usage_error(
+                f"--since {since:%Y-%m-%dT%H:%M:%SZ} is not before --until "
+                f"{until:%Y-%m-%dT%H:%M:%SZ}: the range would hold no interval"
+            )
         # Every real run leaves a record in the run history, however it ends; a dry run
         # changes nothing, its record included.
         with update_run_recorded(enabled=not options.get("dry_run")) as self._run_record:
@@ -233,10 +233,14 @@ class Command(BaseCommand):
         except Exception as error:
             # The object storage lost in the middle of a run: the interval being
             # written was rolled back with its transaction; the next run redoes it.
-            if not (is_url(input_dir) and is_storage_error(error)):
+            if is_url(input_dir) and is_storage_error(error):
+                where = (str(input_dir), "KPI_INPUT_DIR")
+            elif is_url(config.state_url) and is_storage_error(error):
+                where = (config.state_url, "KPI_STATE_URL")
+            else:
                 raise
             raise CommandError(
-                describe_storage_error(error, str(input_dir))
+                describe_storage_error(error, *where)
                 + "; nothing half-written was kept, the next run completes the work"
             ) from error
         finally:
@@ -275,9 +279,15 @@ class Command(BaseCommand):
 
     def _run(self, config: UpdateConfig, observer: Observer, *, dry_run: bool) -> RunSummary:
         if dry_run:
-            with transaction.atomic():
-                summary = network_stats_update(config=config, observer=observer)
-                transaction.set_rollback(True)
+            # The states it writes go under a prefix of their own, removed at the end.
+            scratch = f"dry-run/{uuid.uuid4().hex}"
+            config = dataclasses.replace(config, state_prefix=scratch + "/")
+            try:
+                with transaction.atomic():
+                    summary = network_stats_update(config=config, observer=observer)
+                    transaction.set_rollback(True)
+            finally:
+                state_store(config.state_url).delete_prefix(scratch)
             return summary
         with run_lock(stale_after=timedelta(seconds=settings.KPI_LOCK_STALE_SECONDS)) as beat:
             return network_stats_update(config=config, heartbeat=beat, observer=observer)

@@ -17,8 +17,18 @@
   const intervalSelect = $("range-interval");
   let loads = 0;
 
-  const toInputValue = (ms) => new Date(ms).toISOString().slice(0, 16);
-  const fromInputValue = (value) => Date.parse(value + ":00Z");
+  // Times are typed and shown as "2021-07-18 13:05" (UTC, 24-hour), as on the axes: a
+  // datetime-local input would follow the browser's locale ("01:05 PM").
+  const TIME_TYPED = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})$/;
+  const toInputValue = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+  function fromInputValue(value) {
+    const parts = TIME_TYPED.exec(value.trim());
+    if (!parts) return NaN;
+    const [year, month, day, hour, minute] = parts.slice(1).map(Number);
+    const ms = Date.UTC(year, month - 1, day, hour, minute);
+    // Date.UTC rolls 2021-02-30 over into March: such a date is refused, not moved.
+    return toInputValue(ms) === `${parts[1]}-${parts[2]}-${parts[3]} ${parts[4]}:${parts[5]}` ? ms : NaN;
+  }
   const isoZ = (ms) => new Date(ms).toISOString().replace(".000Z", "Z");
 
   function formatTime(ms, spanMs) {
@@ -65,18 +75,27 @@
     return body;
   }
 
+  // Each row is a level held over its whole interval, a segment from its start to its end:
+  // the last hour reaches the end of the range, and a service in the top-N only once is a
+  // short line, not a lone dot. A key that leaves the top-N and comes back leaves a gap.
   function seriesOf(rows, kpi) {
     const byKey = new Set(rows.map((row) => row[kpi.key])).size <= MAX_SERIES;
     const groups = new Map();
-    let start = null;
+    let previousStart = null;
     let rank = 0;
     for (const row of rows) {
-      rank = row.interval_start_timestamp === start ? rank + 1 : 1;
-      start = row.interval_start_timestamp;
+      rank = row.interval_start_timestamp === previousStart ? rank + 1 : 1;
+      previousStart = row.interval_start_timestamp;
       const label = byKey ? `${keyLabel(kpi.key)} ${row[kpi.key]}` : `top ${rank}`;
       const sortKey = byKey ? row[kpi.key] : rank;
       if (!groups.has(label)) groups.set(label, { sortKey, points: [] });
-      groups.get(label).points.push({ x: Date.parse(start), y: row[kpi.value], key: row[kpi.key] });
+      const points = groups.get(label).points;
+      const start = Date.parse(row.interval_start_timestamp);
+      const end = Date.parse(row.interval_end_timestamp);
+      const last = points[points.length - 1];
+      if (last && last.x < start) points.push({ x: (last.x + start) / 2, y: null });
+      const level = { y: row[kpi.value], key: row[kpi.key], start, end };
+      points.push({ ...level, x: start, edge: "start" }, { ...level, x: end, edge: "end" });
     }
     return [...groups.entries()]
       .sort((a, b) => a[1].sortKey - b[1].sortKey)
@@ -85,8 +104,11 @@
         data: group.points,
         borderColor: COLORS[index % COLORS.length],
         backgroundColor: COLORS[index % COLORS.length],
-        borderWidth: 1.5,
-        pointRadius: 2,
+        borderWidth: 2,
+        pointRadius: 0,
+        pointHoverRadius: 4,
+        pointHitRadius: 6,
+        spanGaps: false,
       }));
   }
 
@@ -119,7 +141,7 @@
           legend: { position: "bottom" },
           tooltip: {
             callbacks: {
-              title: (items) => formatTime(items[0].parsed.x, 0),
+              title: (items) => `${formatTime(items[0].raw.start, 0)}–${formatTime(items[0].raw.end, 0)}`,
               label: (item) =>
                 `${keyLabel(kpi.key)} ${item.raw.key}: ${formatValue(item.raw.y, kpi.value)}`,
             },
@@ -202,6 +224,10 @@
     const from = fromInputValue(fromInput.value);
     const to = fromInputValue(toInput.value);
     const interval = Number(intervalSelect.value);
+    if (Number.isNaN(from) || Number.isNaN(to)) {
+      setState("error", "Write times as YYYY-MM-DD HH:MM, UTC and 24-hour, e.g. 2021-07-18 13:05.", true);
+      return;
+    }
     if (!(from < to)) {
       setState("error", "Pick a start before the end.", true);
       return;
@@ -232,7 +258,7 @@
 
   function setRange(hours) {
     const to = fromInputValue(toInput.value);
-    fromInput.value = toInputValue(to - hours * 60 * MINUTE);
+    if (!Number.isNaN(to)) fromInput.value = toInputValue(to - hours * 60 * MINUTE);
     load();
   }
 

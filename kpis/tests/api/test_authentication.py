@@ -152,3 +152,40 @@ def test_a_check_under_way_while_a_token_is_revoked_is_not_remembered(
         )
         assert get_kpis(token.key) == 200  # checked before the change
     assert get_kpis(token.key) == 401  # but not remembered
+
+
+PROTECTED_PATHS = [
+    "/api/KPIs/",
+    "/api/KPIs/1/",
+    "/api/KPIs/2/?interval=2",
+    "/api/intervals/",
+    "/metrics",
+]
+
+
+@pytest.mark.parametrize("path", [*PROTECTED_PATHS, "/api/schema/"])
+@pytest.mark.parametrize("scheme", ["Token", "Bearer", "bearer"])
+def test_every_endpoint_accepts_the_token_as_token_or_bearer(
+    clock: Clock, token: Token, path: str, scheme: str
+) -> None:
+    response = APIClient().get(path, HTTP_AUTHORIZATION=f"{scheme} {token.key}")
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
+def test_every_endpoint_refuses_a_wrong_or_missing_token_alike(clock: Clock, path: str) -> None:
+    answers = [
+        APIClient().get(path, headers=headers)
+        for headers in (
+            {},
+            {"Authorization": "Token not-a-real-token"},
+            {"Authorization": "Bearer not-a-real-token"},
+        )
+    ]
+    assert [response.status_code for response in answers] == [401, 401, 401]
+    assert [response.json()["detail"] for response in answers] == [
+        "Authentication credentials were not provided.",
+        "Invalid token.",
+        "Invalid token.",
+    ]
+    assert {response["WWW-Authenticate"] for response in answers} == {"Token"}

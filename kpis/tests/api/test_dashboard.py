@@ -13,6 +13,7 @@ from typing import cast
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Max
@@ -41,6 +42,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1280,1500",
+    # A locale whose date inputs would show a 12-hour clock ("01:05 PM").
+    "--lang=en-US",
 ]
 # The screenshot lands in data/ (ignored by git); `KPI_SCREENSHOT=docs/dashboard.png make test`
 # refreshes the one the README and docs/api.md show.
@@ -103,17 +106,66 @@ def wait_for_load(driver: WebDriver, count: int) -> None:
 
 
 def drawn_points(driver: WebDriver, kpi_id: int) -> int:
-    """The points Chart.js laid out on the KPI's canvas (0 when there is no chart)."""
+    """The rows Chart.js laid out on the KPI's canvas (0 when there is no chart).
+
+    Each row is a segment over its interval: the point at its start is counted.
+    """
     return int(
         driver.execute_script(
             """
             const chart = Chart.getChart(document.getElementById(arguments[0]));
             if (!chart) return 0;
             return chart.data.datasets
-                .map((_, index) => chart.getDatasetMeta(index).data.filter((p) => !p.skip).length)
+                .map((dataset, index) => {
+                    const laidOut = chart.getDatasetMeta(index).data;
+                    return dataset.data.filter(
+                        (point, at) => point.edge === "start" && !laidOut[at].skip
+                    ).length;
+                })
                 .reduce((a, b) => a + b, 0);
             """,
             f"chart-kpi-{kpi_id}",
+        )
+    )
+
+
+def drawn_segments(driver: WebDriver, kpi_id: int) -> dict[str, list[list[float]]]:
+    """Per line of the KPI's chart: each row as [start, end, start px, end px, level, key].
+
+    ``level`` says the segment is flat: its end point holds the row's value too.
+    """
+    return dict(
+        driver.execute_script(
+            """
+            const chart = Chart.getChart(document.getElementById(arguments[0]));
+            const segments = {};
+            chart.data.datasets.forEach((dataset, index) => {
+                const laidOut = chart.getDatasetMeta(index).data;
+                segments[dataset.label] = [];
+                dataset.data.forEach((point, at) => {
+                    if (point.edge !== "start") return;
+                    const end = dataset.data[at + 1];
+                    const level = end.edge === "end" && end.y === point.y;
+                    segments[dataset.label].push(
+                        [point.start, point.end, laidOut[at].x, laidOut[at + 1].x, level, point.key]
+                    );
+                });
+            });
+            return segments;
+            """,
+            f"chart-kpi-{kpi_id}",
+        )
+    )
+
+
+def pixel_of(driver: WebDriver, kpi_id: int, moment: datetime) -> float:
+    """Where the KPI chart's time axis puts ``moment``."""
+    return float(
+        driver.execute_script(
+            "return Chart.getChart(document.getElementById(arguments[0]))"
+            ".scales.x.getPixelForValue(arguments[1]);",
+            f"chart-kpi-{kpi_id}",
+            moment.timestamp() * 1000,
         )
     )
 
@@ -129,21 +181,16 @@ def expected_points(kpi_id: int, interval: int, start: datetime, end: datetime) 
 
 
 def set_range(driver: WebDriver, start: datetime, end: datetime) -> None:
+    """Type the range as a person would, in the 24-hour form the inputs show."""
     for element_id, moment in (("range-from", start), ("range-to", end)):
-        driver.execute_script(
-            "document.getElementById(arguments[0]).value = arguments[1];",
-            element_id,
-            f"{moment:%Y-%m-%dT%H:%M}",
-        )
+        field = driver.find_element(By.ID, element_id)
+        field.clear()
+        field.send_keys(f"{moment:%Y-%m-%d %H:%M}")
 
 
 def console_errors(driver: webdriver.Chrome) -> list[str]:
-    """Errors the page logged; the admin login page's missing favicon is not the dashboard's."""
-    return [
-        entry["message"]
-        for entry in driver.get_log("browser")
-        if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
-    ]
+    """Errors the page logged (a missing favicon of the admin's login page included)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def test_the_dashboard_draws_the_kpis_of_the_chosen_range(
@@ -156,7 +203,9 @@ def test_the_dashboard_draws_the_kpis_of_the_chosen_range(
 
     # The default view: the last six hours of five-minute rows, here all of them.
     wait_for_load(browser, 1)
-    assert browser.find_element(By.ID, "range-from").get_attribute("value") == "2021-07-18T00:00"
+    # 24-hour and UTC, as on the axes, whatever the browser's locale.
+    assert browser.find_element(By.ID, "range-from").get_attribute("value") == "2021-07-18 00:00"
+    assert browser.find_element(By.ID, "range-to").get_attribute("value") == "2021-07-18 01:30"
     for kpi_id in KPI_MODELS:
         expected = expected_points(kpi_id, 1, latest - timedelta(hours=6), latest)
         assert expected > 0
@@ -193,6 +242,14 @@ def test_the_dashboard_draws_the_kpis_of_the_chosen_range(
         expected = expected_points(kpi_id, 2, start, end)
         assert expected == 2 * settings.KPI_TOP_N
         assert drawn_points(browser, kpi_id) == expected
+        # Each hour is drawn across the whole hour: the last one reaches 02:00.
+        segments = [s for line in drawn_segments(browser, kpi_id).values() for s in line]
+        assert max(segment[3] for segment in segments) == pytest.approx(
+            pixel_of(browser, kpi_id, end), abs=1
+        )
+        for segment_start, segment_end, left, right, level, _ in segments:
+            assert segment_end - segment_start == 3600 * 1000
+            assert right - left > 50 and level
     assert console_errors(browser) == []
 
 
@@ -261,7 +318,73 @@ def test_the_page_loads_its_scripts_and_styles_from_the_project_only(
         "chart.umd.min.js",
         "dashboard.js",
         "dashboard.css",
+        "favicon.svg",
     }
+
+
+@pytest.mark.django_db
+def test_every_page_finds_the_favicon(client: Client) -> None:
+    # The admin and the browsable API name no icon: browsers ask for /favicon.ico.
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302
+    icon = response["Location"]
+    assert icon == "/" + settings.STATIC_URL.lstrip("/") + "kpis/favicon.svg"
+    assert finders.find("kpis/favicon.svg")
+
+
+def test_a_service_in_the_top_n_only_once_is_a_line_across_its_interval(
+    generated_data: GeneratedData, operator: str, browser: webdriver.Chrome, live_server: object
+) -> None:
+    once = utc("2021-07-18T00:40")
+    ServiceTrafficVolume.objects.create(
+        interval=IntervalType.FIVE_MINUTES,
+        interval_start_timestamp=once,
+        interval_end_timestamp=once + timedelta(minutes=5),
+        service_id=99,
+        total_bytes=1,  # fourth of its interval: the only row of its line (service 99 or top 4)
+    )
+    log_in(browser, live_server.url, operator)  # type: ignore[attr-defined]
+    wait_for_load(browser, 1)
+
+    lone = [line for line in drawn_segments(browser, 1).values() if line[0][5] == 99]
+    [[(start, end, left, right, level, _)]] = lone
+    assert (start, end) == (
+        once.timestamp() * 1000,
+        (once + timedelta(minutes=5)).timestamp() * 1000,
+    )
+    # Five minutes of a 90-minute axis on a 1280 px window: a line of tens of pixels.
+    assert right - left > 20
+    assert level
+    assert left == pytest.approx(pixel_of(browser, 1, once), abs=1)
+
+
+# The read-only admin lists an operator opens most, with their widest content.
+ADMIN_LISTS = [
+    "/admin/kpis/inputfilerecord/",
+    "/admin/kpis/intervalledger/",
+    "/admin/kpis/servicetrafficvolume/",
+    "/admin/kpis/celluniqueusers/",
+    "/admin/kpis/updaterun/",
+]
+
+
+def test_the_admin_lists_fit_a_1400_pixel_window(
+    generated_data: GeneratedData, operator: str, browser: webdriver.Chrome, live_server: object
+) -> None:
+    log_in(browser, live_server.url, operator)  # type: ignore[attr-defined]
+    browser.set_window_size(1400, 1000)
+    cut_off = {}
+    for path in ADMIN_LISTS:
+        browser.get(live_server.url + path)  # type: ignore[attr-defined]
+        WebDriverWait(browser, 30).until(shows("#result_list"))
+        widths = browser.execute_script(
+            "const results = document.querySelector('#changelist .results');"
+            "return [results.scrollWidth, results.clientWidth];"
+        )
+        if widths[0] > widths[1]:
+            cut_off[path] = widths
+    assert cut_off == {}
+    assert console_errors(browser) == []
 
 
 def test_the_completeness_strip_shows_files_too_late(

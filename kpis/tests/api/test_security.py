@@ -83,7 +83,10 @@ def test_deploy_check_complains_without_them(tmp_path: Path) -> None:
 def test_a_short_secret_key_stops_start_up_with_a_message(tmp_path: Path) -> None:
     result = manage("check", env={"DJANGO_SECRET_KEY": "short"}, tmp_path=tmp_path)
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY must be at least 32 characters" in result.stderr
+    assert result.stderr.splitlines() == [
+        "error: DJANGO_SECRET_KEY=<5 characters> is too short: use at least 32 characters, e.g. "
+        "from python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    ]
 
 
 def test_hsts_is_sent_over_https_when_configured(tmp_path: Path) -> None:
@@ -272,7 +275,7 @@ def test_authenticated_requests_are_throttled_per_user() -> None:
 
 def test_env_example_documents_every_variable_settings_read() -> None:
     sources = (BASE_DIR / "network_analysis" / "settings.py").read_text()
-    readers = r"\benv(?:str|bool|int|list|choice|address|_secret)\(\s*\"([A-Z0-9_]+)\""
+    readers = r"\benv(?:str|bool|int|list|choice|address|rate|_secret)\(\s*\"([A-Z0-9_]+)\""
     read = set(re.findall(readers, sources))
     documented = set(
         re.findall(r"^([A-Z0-9_]+)=", (BASE_DIR / ".env.example").read_text(), re.MULTILINE)

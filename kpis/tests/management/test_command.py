@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
-from kpis.models import CellUniqueUsers, InputFileRecord, IntervalLedger, ServiceTrafficVolume
+from kpis.models import (
+    CellUniqueUsers,
+    InputFileRecord,
+    IntervalLedger,
+    ServiceTrafficVolume,
+    UpdateRun,
+)
 from kpis.sampledata import Population, write_sample_files
-from kpis.tests.conftest import InputFolder, command_process, utc
+from kpis.tests.conftest import InputFolder, RunResult, command_process, utc
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,6 +139,53 @@ def test_a_malformed_clock_is_a_clear_error(input_folder: InputFolder) -> None:
     assert "'yesterday' is not an ISO 8601 time" in stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--since", "yesterday"),
+            "argument --since: 'yesterday' is not an ISO 8601 time, e.g. 2021-07-18T01:05:00Z",
+        ),
+        (("--workers", "0"), "argument --workers: 0 is less than 1"),
+        (
+            ("--since", "2021-07-18T06:00Z", "--until", "2021-07-18T00:00Z"),
+            "--since 2021-07-18T06:00:00Z is not before --until 2021-07-18T00:00:00Z: the range "
+            "would hold no interval",
+        ),
+        (
+            ("--since", "2021-07-18T00:00Z", "--until", "2021-07-18T00:00Z"),
+            "--since 2021-07-18T00:00:00Z is not before --until 2021-07-18T00:00:00Z: the range "
+            "would hold no interval",
+        ),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_status_2(
+    input_folder: InputFolder, args: tuple[str, ...], message: str
+) -> None:
+    input_folder.write("2021-07-18T00:00", [("a", 1, 1, 10, 0)])
+    process = command_process(
+        "update_network_stats", "--input-dir", str(input_folder.path), *args, "--no-progress"
+    )
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 2
+    assert stdout == ""
+    assert stderr.splitlines() == [f"manage.py update_network_stats: error: {message}"]
+    # Nothing ran: no file read, no run recorded.
+    assert InputFileRecord.objects.count() == 0
+    assert UpdateRun.objects.count() == 0
+
+
+def test_a_usage_error_of_the_prune_command_is_one_line_too() -> None:
+    process = command_process("prune_network_stats", "--keep-days", "7", "--now", "today")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert stderr.splitlines() == [
+        "manage.py prune_network_stats: error: argument --now: 'today' is not an ISO 8601 "
+        "time, e.g. 2021-07-18T01:05:00Z"
+    ]
+
+
 def test_a_missing_input_folder_is_a_clear_error(tmp_path: object) -> None:
     process = command_process(
         "update_network_stats", "--input-dir", "/nonexistent/input", "--now", "2021-07-18T00:00Z"
@@ -147,4 +201,32 @@ def test_a_malformed_setting_stops_start_up_naming_the_variable(input_folder: In
     )
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    assert "KPI_TOP_N='three' is not a whole number" in stderr
+    assert stderr.splitlines() == [
+        "error: KPI_TOP_N='three' is not a whole number: use a whole number of at least 1."
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_whose_names_break_the_contract_are_counted_and_named_at_verbosity_2(
+    input_folder: InputFolder, run_update: Callable[..., RunResult]
+) -> None:
+    input_folder.write("2021-07-18T00:00", [("4917000001", 1, 1, 10, 0)])
+    for name in ("usage.csv", "notes.txt"):
+        input_folder.write_raw(name, b"msisdn,cell_id,service_id,bytes_uplink,bytes_downlink\n")
+    # An upload in progress and a hidden file are not mistakes: they are not counted.
+    input_folder.write_raw("network.records-1626566720000.1.csv.tmp", b"partial")
+    input_folder.write_raw(".DS_Store", b"")
+
+    quiet = run_update("2021-07-18T01:10Z")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert quiet.stdout.strip().endswith("files ignored: 2")
+    assert "usage.csv" not in quiet.stderr
+
+    verbose = command_process(
+        "update_network_stats",
+        *("--now", "2021-07-18T01:10Z", "--input-dir", str(input_folder.path), "-v", "2"),
+    )
+    stdout, stderr = verbose.communicate(timeout=120)
+    assert "files ignored: 2" in stdout
+    assert "2 file(s) ignored: their names do not follow the contract" in stderr
+    assert "notes.txt, usage.csv" in stderr

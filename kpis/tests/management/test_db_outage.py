@@ -231,8 +231,8 @@ def test_a_run_without_its_database_fails_clearly_and_the_next_one_does_everythi
 
 MID_RUN = {
     "between_intervals": "kpis.services.update:interval_persist:3:before",
-    "inside_the_interval_transaction": "kpis.services.update:file_state_save:7:after",
-    "inside_the_hour_roll_up": "kpis.services.update:_kpi_rows_replace:13:after",
+    "inside_the_interval_transaction": "kpis.services.persist:file_states_replace:7:after",
+    "inside_the_hour_roll_up": "kpis.services.persist:_kpi_rows_replace:13:after",
 }
 
 

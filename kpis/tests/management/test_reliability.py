@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 
 from kpis.models import (
     CellUniqueUsers,
+    FileState,
     InputFileRecord,
     InputFileStatus,
     IntervalLedger,
@@ -79,11 +80,14 @@ def reference_snapshot(run_update: Callable[..., RunResult]) -> dict[str, list[t
 # 18 intervals of two files: 36 files read, 36 states saved, rows replaced for
 # intervals 1-12, hour 0 (call 13), intervals 13-18, hour 1 (call 20).
 KILL_POINTS = {
-    "while_reading_a_file": "kpis.services.update:aggregate_file:7:reading",
+    "while_reading_a_file": "kpis.pipeline.tasks:file_to_state:7:reading",
+    # The state is in the store, nothing references it yet.
+    "after_a_state_is_written": "kpis.pipeline.tasks:file_to_state:7:after",
     "between_intervals": "kpis.services.update:interval_persist:6:before",
-    "inside_the_interval_transaction": "kpis.services.update:file_state_save:9:after",
-    "inside_the_first_hour_roll_up": "kpis.services.update:_kpi_rows_replace:13:after",
-    "inside_the_last_hour_roll_up": "kpis.services.update:_kpi_rows_replace:20:after",
+    # Between the state's reference and the commit of the interval that makes it count.
+    "inside_the_interval_transaction": "kpis.services.persist:file_states_replace:9:after",
+    "inside_the_first_hour_roll_up": "kpis.services.persist:_kpi_rows_replace:13:after",
+    "inside_the_last_hour_roll_up": "kpis.services.persist:_kpi_rows_replace:20:after",
 }
 
 
@@ -95,13 +99,14 @@ def test_a_run_killed_anywhere_is_completed_by_the_next_one(
     input_folder: InputFolder,
     run_update: Callable[..., RunResult],
     tmp_path: Path,
+    state_dir: Path,
 ) -> None:
     sample_files(input_folder)
     expected = reference_snapshot(run_update)
 
     # The fault injector wraps functions of the command's process: reading must happen there.
     # Killed pool workers are tested in test_executors.py.
-    workers = "1" if kill_at.endswith(":reading") else "2"
+    workers = "1" if ":file_to_state:" in kill_at else "2"
     crashed = finish(
         update_process(
             input_folder, env=fault_env(tmp_path / "fi", KILL_AT=kill_at, KPI_WORKERS=workers)
@@ -117,6 +122,9 @@ def test_a_run_killed_anywhere_is_completed_by_the_next_one(
     assert "took over the lock of a run that died" in rerun.stderr
     assert database_snapshot() == expected
     assert RunLock.objects.get().holder == ""
+    # What the killed run wrote and never committed is gone; nothing referenced is missing.
+    in_store = {p.relative_to(state_dir).as_posix() for p in state_dir.rglob("*") if p.is_file()}
+    assert in_store == set(FileState.objects.values_list("key", flat=True))
 
     again = finish(update_process(input_folder))
     assert again.exit_code == 0, again.stderr

@@ -28,25 +28,22 @@ from kpis.pipeline import aggregate_file, scan_input_dir
 from kpis.pipeline.executors import ExecutorConfig, FileExecutor, executor_for
 from kpis.registry import KPIS
 from kpis.sampledata import file_name, write_sample_files
-from kpis.services.update import UpdateConfig, _outcomes_in_order
+from kpis.services import UpdateConfig
+from kpis.services.read import reads_in_order
 from kpis.tests.conftest import InputFolder, RunResult, utc
-from kpis.tests.faults import Snapshot, assert_part_of, database_clear, database_snapshot
+from kpis.tests.faults import (
+    Snapshot,
+    assert_part_of,
+    database_clear,
+    database_snapshot,
+    stored_states,
+)
 
 # The same scenario and subprocess helpers as the crash tests.
 from kpis.tests.management.test_reliability import NOW, POPULATION, START, finish, update_process
 
 HASH_KEY = "0123456789abcdef"
 LATER_NS = 1_767_580_000_000_000_000
-
-
-def stored_states() -> list[tuple[str, int, bytes]]:
-    """Every stored file state, byte for byte."""
-    return [
-        (name, seq, bytes(data))
-        for name, seq, data in FileState.objects.order_by("file__name", "seq").values_list(
-            "file__name", "seq", "data"
-        )
-    ]
 
 
 def mixed_input(folder: InputFolder) -> None:
@@ -95,8 +92,10 @@ def test_in_process_a_local_pool_and_a_dask_cluster_store_the_same_database(
 ) -> None:
     mixed_input(input_folder)
     late = START.replace(minute=35)
+    # Files of about 10 kB: each is read as a few byte ranges, wherever it runs.
+    settings.KPI_READ_RANGE_BYTES = 4096
 
-    def two_runs(*options: str) -> tuple[dict[str, Any], list[tuple[str, int, bytes]]]:
+    def two_runs(*options: str) -> tuple[dict[str, Any], list[tuple[str, int, str]]]:
         first = run_update(NOW, "--no-progress", *options)
         assert first.exit_code == 1, first.stderr  # the unreadable file
         assert "intervals processed: 18 " in first.stdout
@@ -217,7 +216,7 @@ def test_the_files_in_flight_stay_within_the_executor_slots(input_folder: InputF
             block_size=1 << 20,
         )
         order = []
-        for start, outcomes in _outcomes_in_order(
+        for start, outcomes in reads_in_order(
             sorted(batches.items()), config=config, executor=executor, heartbeat=lambda: None
         ):
             order.append(start)
@@ -258,7 +257,7 @@ def test_the_lock_is_renewed_while_the_command_waits_for_workers(
     with Waiting(max_workers=1) as threads:
         executor = FileExecutor(kind="process pool", executor=threads, slots=2, description="x")
         [(start, outcomes)] = list(
-            _outcomes_in_order(
+            reads_in_order(
                 [(files[0].interval_start, files)],
                 config=config,
                 executor=executor,

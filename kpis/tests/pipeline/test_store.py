@@ -12,7 +12,8 @@ import pytest
 
 from kpis.pipeline import key_id_for
 from kpis.pipeline.aggregates import IncompatiblePartial, Partial, _distinct_pairs, service_totals
-from kpis.pipeline.store import StateStore, cell_partition, check_partitions
+from kpis.pipeline.state_format import cell_partition, check_partitions
+from kpis.pipeline.store import StateStore
 from kpis.pipeline.tasks import Ranking, file_to_state, merge_plan, states_merge
 from kpis.tests.conftest import HEADER
 
@@ -102,7 +103,7 @@ def test_a_file_read_into_the_store_equals_the_file_read_in_memory(tmp_path: Pat
     raw.write_text(",".join(HEADER) + "\n" + rows)
     store_url = str(tmp_path / "state")
     read = file_to_state(
-        str(raw),
+        raw,
         hash_key="0123456789abcdef",
         block_size=64 * 1024,
         store_url=store_url,

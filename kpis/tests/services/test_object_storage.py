@@ -125,6 +125,32 @@ class TestFaults:
         assert "AWS_ENDPOINT_URL" in result.stderr
         assert _nothing_written()
 
+    def test_an_unreachable_state_store_is_one_line_naming_it_and_writes_nothing(
+        self,
+        input_folder: InputFolder,
+        input_bucket: BucketMirror,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The input in a local folder, the states in a bucket whose endpoint is down."""
+        input_folder.write("2021-07-18T00:00", [("a", 1, 1, 10, 0)])
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+        err = io.StringIO()
+
+        with pytest.raises(CommandError) as failure:
+            call_command(
+                "update_network_stats",
+                *("--now", "2021-07-18T01:00Z", "--input-dir", str(input_folder.path)),
+                *("--workers", "1", "--no-progress"),
+                stdout=io.StringIO(),
+                stderr=err,
+            )
+
+        message = str(failure.value)
+        assert len(message.splitlines()) == 1
+        assert "AWS_ENDPOINT_URL" in message
+        assert f"KPI_STATE_URL={input_bucket.state_url.rstrip('/')}" in message
+        assert _nothing_written()
+
     def test_wrong_credentials_name_neither_the_secret_nor_its_value(
         self,
         input_folder: InputFolder,
@@ -255,7 +281,7 @@ def test_a_run_over_an_unchanged_bucket_lists_once_and_reads_nothing(
     input_bucket.filesystem.pipe(objects)
     assert run_update("2021-07-18T01:00Z", "--workers", "1").exit_code == 0
     counter = RequestCounter()
-    counter.attach(location._filesystem())
+    counter.attach(location.s3_filesystem())
 
     result = run_update("2021-07-18T01:00Z", "--workers", "1")
 
