@@ -13,12 +13,13 @@ Run: .venv/bin/python bench/api_speed.py [--database mysql --mysql-url URL]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,47 +96,62 @@ def measure(kpi: int, repeat: int) -> list[tuple[str, tuple[float, float], int]]
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def database_arguments(parser: argparse.ArgumentParser, *, suffix: str, repeat: int) -> None:
+    """The options of a benchmark over :func:`days_of_rows`'s database."""
     parser.add_argument("--database", choices=("sqlite", "mysql"), default="sqlite")
     parser.add_argument(
         "--mysql-url",
         default="mysql://root@127.0.0.1:3306/network_analysis",
-        help="MariaDB/MySQL server and base name; the run uses <name>_speed and drops it.",
+        help=f"MariaDB/MySQL server and base name; the run uses <name>{suffix} and drops it.",
     )
     parser.add_argument("--days", type=int, default=30, help="Days of rows (30).")
-    parser.add_argument("--repeat", type=int, default=100, help="Timed rounds (100).")
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=repeat, help=f"Timed rounds ({repeat}).")
 
-    with tempfile.TemporaryDirectory(prefix="kpi-speed-") as folder:
+
+@contextlib.contextmanager
+def days_of_rows(args: argparse.Namespace, *, suffix: str) -> Iterator[int]:
+    """Django set up on a new database holding ``args.days`` days of rows; yields their count.
+
+    The user rate is unlimited, so that requests are measured, not refused. The
+    database is dropped at the end.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"kpi{suffix.replace('_', '-')}-") as folder:
         work = Path(folder)
-        url = prepare_database(args.database, mysql_url=args.mysql_url, work=work, suffix="_speed")
+        url = prepare_database(args.database, mysql_url=args.mysql_url, work=work, suffix=suffix)
         os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"  # the test client's host
         setup_django(url, work / "input")
         try:
             from django.conf import settings
 
-            # Measure the request, not the throttle's refusal.
             settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["user"] = "100000000/minute"
             rows, _ = build_year(days=args.days)
-            print(
-                f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d}); "
-                f"one day = {DAY[0]} to {DAY[1]}, medians of {args.repeat} rounds"
-            )
-            for kpi in (1, 2):
-                figures = measure(kpi, args.repeat)
-                sql_wall, sql_cpu = figures[0][1]
-                for what, (wall, cpu), size in figures:
-                    unit = "rows" if what == "raw SQL" else "bytes"
-                    print(
-                        f"  KPI {kpi} {what:8} wall {wall:7.2f} ms ({wall / sql_wall:5.2f}x raw)"
-                        f"  CPU {cpu:7.2f} ms ({cpu / sql_cpu:5.2f}x)  {size} {unit}"
-                    )
+            yield rows
         finally:
             from django.db import connection
 
             connection.close()
             drop_database(url)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    database_arguments(parser, suffix="_speed", repeat=100)
+    args = parser.parse_args()
+
+    with days_of_rows(args, suffix="_speed") as rows:
+        print(
+            f"{args.database}: {rows} KPI rows ({args.days} days from {YEAR_START:%Y-%m-%d}); "
+            f"one day = {DAY[0]} to {DAY[1]}, medians of {args.repeat} rounds"
+        )
+        for kpi in (1, 2):
+            figures = measure(kpi, args.repeat)
+            sql_wall, sql_cpu = figures[0][1]
+            for what, (wall, cpu), size in figures:
+                unit = "rows" if what == "raw SQL" else "bytes"
+                print(
+                    f"  KPI {kpi} {what:8} wall {wall:7.2f} ms ({wall / sql_wall:5.2f}x raw)"
+                    f"  CPU {cpu:7.2f} ms ({cpu / sql_cpu:5.2f}x)  {size} {unit}"
+                )
     return 0
 
 

@@ -1,8 +1,8 @@
 """Settings for Network-Analysis, read from the environment.
 
 With no environment at all this runs on SQLite in the project folder; every
-variable is documented in ``.env.example`` and the README, and may also be set in
-``.env`` (or the file ``KPI_ENV_FILE`` names), where the environment wins.
+variable is documented in ``.env.example`` and in docs/operations.md (Configuration), and
+may also be set in ``.env`` (or the file ``KPI_ENV_FILE`` names), where the environment wins.
 """
 
 from __future__ import annotations

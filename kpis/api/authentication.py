@@ -1,7 +1,7 @@
 """Token authentication: DRF's check, remembered for a few seconds per process.
 
 DRF looks the token and its user up on every request. Building that ORM query
-costs about 0.45 ms, more than a quarter of reading a day of KPI rows on SQLite;
+costs about 0.4 ms, more than a quarter of reading a day of KPI rows on SQLite;
 a client that polls or pages sends the same token again and again. So a
 successful check is remembered for ``KPI_API_TOKEN_CACHE_SECONDS`` (0 turns
 this off). The trade-off: a token revoked, or a user deactivated, by another
@@ -10,6 +10,11 @@ accepted by a worker for at most that long. The process that makes the change
 forgets every remembered check at once (see :func:`forget_checked_tokens`), and
 a check that was under way meanwhile (in another thread) is not remembered.
 A failed check is never remembered.
+
+What it buys (``bench/bespoke.py``): a remembered check takes 0.013 ms against
+DRF's 0.30 ms, measured alone; on the whole one-day request (SQLite) DRF's check
+adds 0.5 to 0.7 ms of CPU, 6 to 13 % of the request (0.45 ms, about a tenth of a
+4.7 ms request on a quiet machine, with ``bench/api_speed.py``).
 """
 
 from __future__ import annotations

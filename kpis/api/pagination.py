@@ -1,4 +1,12 @@
-"""Pagination that stays out of the way: a plain list unless ``limit`` is given."""
+"""Pagination that stays out of the way: a plain list unless ``limit`` is given.
+
+DRF's ``LimitOffsetPagination`` with what it lacks, not a speed measure: a
+malformed or out-of-range ``limit`` or ``offset`` is a 400 naming the parameter
+(DRF silently uses the default), ``offset`` is checked even without ``limit``, a
+CSV page carries ``X-Total-Count`` and ``Link``, and the schema shows both bodies.
+The saved responses pin it (``kpis/tests/api/test_responses_unchanged.py``:
+``error_bad_offset``, ``error_limit_zero``, ``kpi1_limit_capped``, ``kpi1_csv_paged``).
+"""
 
 from __future__ import annotations
 

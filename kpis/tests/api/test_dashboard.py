@@ -46,7 +46,7 @@ CHROMIUM_FLAGS = [
     "--lang=en-US",
 ]
 # The screenshot lands in data/ (ignored by git); `KPI_SCREENSHOT=docs/dashboard.png make test`
-# refreshes the one the README shows.
+# refreshes the one the README and docs/api.md show.
 SCREENSHOT = Path(settings.BASE_DIR) / os.environ.get("KPI_SCREENSHOT", "data/dashboard.png")
 PASSWORD = "dashboard-test-password-1"
 KPI_MODELS = {1: ServiceTrafficVolume, 2: CellUniqueUsers}

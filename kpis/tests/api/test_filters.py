@@ -1,4 +1,4 @@
-"""The interval filters: one form class per model, fresh form state for every request."""
+"""The interval filters: fresh form state for every request."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ from django.http import QueryDict
 from rest_framework.test import APIClient
 
 from kpis.api.filters import IntervalFilter
-from kpis.models import CellUniqueUsers, IntervalLedger, ServiceTrafficVolume
+from kpis.models import IntervalLedger
 
 
 def bound(query: str, model: type[Model]) -> IntervalFilter:
     return IntervalFilter(QueryDict(query), queryset=model._default_manager.all())
-
-
-def test_form_class_is_built_once_per_model() -> None:
-    first = bound("interval=1", ServiceTrafficVolume)
-    again = bound("interval=2", ServiceTrafficVolume)
-    other = bound("interval=1", CellUniqueUsers)
-    assert first.get_form_class() is again.get_form_class()
-    assert other.get_form_class() is not first.get_form_class()
-    assert list(first.get_form_class().base_fields) == list(IntervalFilter.base_filters)
 
 
 def test_an_invalid_request_leaves_the_next_one_valid() -> None:

@@ -25,7 +25,7 @@ from kpis.tests.conftest import database_url
 BASE_DIR = Path(settings.BASE_DIR)
 API_URLS = ["/api/KPIs/", "/api/KPIs/1/", "/api/KPIs/2/", "/api/intervals/"]
 
-# The production settings the README documents, behind a TLS-terminating proxy.
+# The production settings docs/operations.md documents, behind a TLS-terminating proxy.
 PRODUCTION_ENV = {
     "DJANGO_DEBUG": "false",
     "DJANGO_ALLOWED_HOSTS": "kpi.example.org",
