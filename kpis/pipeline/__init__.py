@@ -44,11 +44,10 @@ if TYPE_CHECKING:
     from kpis.pipeline.reader import (
         REQUIRED_COLUMNS,
         ReadStats,
-        Records,
-        RejectReason,
         UnreadableFile,
         read_records,
     )
+    from kpis.pipeline.rows import Records, RejectReason
 
 # The names backed by pandas and pyarrow, and the module each comes from.
 _LAZY = {
@@ -57,8 +56,8 @@ _LAZY = {
     "PartialBuilder": "kpis.pipeline.aggregates",
     "REQUIRED_COLUMNS": "kpis.pipeline.reader",
     "ReadStats": "kpis.pipeline.reader",
-    "Records": "kpis.pipeline.reader",
-    "RejectReason": "kpis.pipeline.reader",
+    "Records": "kpis.pipeline.rows",
+    "RejectReason": "kpis.pipeline.rows",
     "UnreadableFile": "kpis.pipeline.reader",
     "read_records": "kpis.pipeline.reader",
     # Light themselves (pandas and pyarrow load on the first read), but they need FileOutcome.

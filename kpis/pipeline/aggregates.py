@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kpis.pipeline.reader import Records
+from kpis.pipeline.rows import Records
 
 FORMAT_VERSION = "2"
 # Format 1 was an Arrow IPC stream of flat (cell_id, subscriber) pairs; format 2 is Parquet.

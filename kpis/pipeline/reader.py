@@ -8,84 +8,42 @@ cannot be parsed at all raises :class:`UnreadableFile`.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import functools
 import gzip
-import hashlib
 import io
-import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import IO, Any, cast
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from kpis.pipeline.files import DEFAULT_BLOCK_BYTES
+from kpis.pipeline.lines import (
+    _close_quotes_at_line_ends,
+    _HashingReader,
+    _line_chunks,
+    _quote_open_at_line_end,
+    _RowGuard,
+)
 from kpis.pipeline.location import InputPath, input_name, is_storage_error, is_url, open_input
+from kpis.pipeline.rows import _REASONS, Records, RejectReason, _validate
 
 REQUIRED_COLUMNS = ("msisdn", "cell_id", "service_id", "bytes_uplink", "bytes_downlink")
-MAX_MSISDN_LENGTH = 64
 _HEADER_LIMIT = 64 * 1024
 # Each piece of a file is parsed in sub-blocks of this size, in parallel.
 _PARSE_BLOCK_BYTES = 64 * 1024 * 1024
-_INT64_MAX_DIGITS = b"9223372036854775807"
-_DIGITS = (ord("0"), ord("9"))
-# Any string of at most this many digits is below 2**63.
-_SAFE_DIGITS = 18
-# Printable ASCII without the space: such an msisdn needs no trimming and no check.
-_VISIBLE_ASCII = (0x21, 0x7E)
-
-
-class RejectReason(StrEnum):
-    """Why a row was not counted; the values are stable and shown to operators."""
-
-    WRONG_FIELD_COUNT = "wrong_field_count"
-    MISSING_VALUE = "missing_value"
-    MALFORMED_INTEGER = "malformed_integer"
-    NEGATIVE_INTEGER = "negative_integer"
-    INTEGER_OUT_OF_RANGE = "integer_out_of_range"
-    INVALID_MSISDN = "invalid_msisdn"
-    ROW_TOO_LONG = "row_too_long"
-
-
-# Row-level reason codes: 0 means accepted, n means _REASONS[n - 1].
-_REASONS = list(RejectReason)
-_CODE = {reason: number for number, reason in enumerate(_REASONS, start=1)}
 
 
 class UnreadableFile(Exception):
     """The file as a whole cannot be used; the message says why."""
-
-
-@dataclass(slots=True)
-class Records:
-    """Validated rows of one block, as aligned numpy columns.
-
-    Subscribers come as a small table of keyed hashes (one per distinct raw
-    msisdn of the block) and a per-row index into it, so that work per
-    subscriber is done once per distinct value rather than once per row.
-    """
-
-    subscriber_code: np.ndarray  # int, per row: index into subscriber_hashes
-    subscriber_hashes: np.ndarray  # uint64 keyed hash of each distinct raw msisdn, trimmed
-    cell_id: np.ndarray  # int64
-    service_id: np.ndarray  # int64
-    total_bytes: np.ndarray  # int64, bytes_uplink + bytes_downlink
-
-    @property
-    def subscriber(self) -> np.ndarray:
-        """The keyed hash of each row's trimmed msisdn (uint64)."""
-        return self.subscriber_hashes[self.subscriber_code]
 
 
 @dataclass(slots=True)
@@ -329,67 +287,6 @@ def _plain_integers(table: pa.Table) -> bool:
     return True
 
 
-def _line_chunks(lines: _RowGuard, size: int) -> Iterator[bytes]:
-    """Group the guard's whole lines into pieces of about ``size`` bytes (below ``2 * size``).
-
-    The guard hands out whole lines only, so a piece never splits a row; each
-    read of the guard is at most ``size`` (twice its limit of ``size // 2``).
-    """
-    parts: list[bytes] = []
-    length = 0
-    while data := lines.read():
-        parts.append(data)
-        length += len(data)
-        if length >= size:
-            yield b"".join(parts)
-            parts, length = [], 0
-    if parts:
-        yield b"".join(parts)
-
-
-# A line (no line end) that ends inside a quoted field, as the parser reads
-# quotes: a quote opens a field only at its start; inside, "" is a quote and a
-# lone quote closes the field, after which quotes are plain characters. The
-# possessive quantifiers keep the regex to that one reading.
-_FIELD_THEN_COMMA = rb'(?:"(?:[^"\r\n]|"")*+"[^,\r\n]*+|[^",\r\n][^,\r\n]*+|),'
-_OPEN_QUOTE = rb"(?:" + _FIELD_THEN_COMMA + rb')*+"(?:[^"\r\n]|"")*+'
-_LINE_ENDING_IN_QUOTE = re.compile(_OPEN_QUOTE + rb"\Z")
-_LINES_ENDING_IN_QUOTE = re.compile(rb"(?:(?<=[\r\n])|\A)" + _OPEN_QUOTE + rb"(?=[\r\n]|\Z)")
-
-
-def _quote_open_at_line_end(piece: bytes, rows: int) -> bool:
-    """Whether a quoted field of ``piece`` is still open at the end of its line.
-
-    ``rows`` is how many rows the parser found. It carries an open field over
-    the line end and takes the next line in, so that it finds fewer rows than
-    there are non-blank lines; the last line takes nothing in and is checked
-    by itself. Left alone, such a row would depend on where pieces or byte
-    ranges happen to be cut.
-    """
-    codes = np.frombuffer(piece, dtype=np.uint8)
-    ends = (codes == 10) | (codes == 13)
-    lines = int(np.count_nonzero(ends[:-1] > ends[1:])) + int(not ends[0])
-    if rows != lines:
-        return True
-    body = piece.rstrip(b"\r\n")
-    last = body[max(body.rfind(b"\n"), body.rfind(b"\r")) + 1 :]
-    return _LINE_ENDING_IN_QUOTE.match(last) is not None
-
-
-def _close_quotes_at_line_ends(piece: bytes) -> bytes:
-    """``piece`` with a closing quote added to each line that ends inside a quoted field.
-
-    A line end always ends a row, as for the guard and for byte ranges: a
-    quoted field still open there ends with its line.
-    """
-    parts, position = [], 0
-    for match in _LINES_ENDING_IN_QUOTE.finditer(piece):
-        parts += [piece[position : match.end()], b'"']
-        position = match.end()
-    parts.append(piece[position:])
-    return b"".join(parts)
-
-
 def _split_header(stream: IO[bytes]) -> tuple[bytes, bytes]:
     """Read the header row; return it and the bytes already read past it."""
     buffer = b""
@@ -431,296 +328,6 @@ def _required_positions(names: list[str]) -> dict[str, int]:
     return {column: names.index(column) for column in REQUIRED_COLUMNS}
 
 
-def _validate(batch: pa.RecordBatch, hash_key: str) -> tuple[Records, np.ndarray | None]:
-    """Check every field of a block; return the good rows and per-row reason codes."""
-    # The msisdn work and the integer parsing are independent and both release
-    # the GIL in Arrow and numpy kernels: on two cores they overlap.
-    msisdn = _helper_thread().submit(_subscriber_hashes, batch.column(0), hash_key)
-    cell_id, cell_codes = _parse_non_negative(batch.column(1))
-    service_id, service_codes = _parse_non_negative(batch.column(2))
-    uplink, uplink_codes = _parse_non_negative(batch.column(3))
-    downlink, downlink_codes = _parse_non_negative(batch.column(4))
-    subscriber_code, subscriber_hashes, msisdn_codes = msisdn.result()
-    total = uplink + downlink  # both below 2**63: a wrapped sum shows as negative
-    overflow = total < 0
-
-    reason_codes: np.ndarray | None = None
-    for codes in (msisdn_codes, cell_codes, service_codes, uplink_codes, downlink_codes):
-        if codes is None:
-            continue
-        if reason_codes is None:
-            reason_codes = codes.copy()
-        else:
-            # The first problem in column order names the row's reason.
-            np.copyto(reason_codes, codes, where=reason_codes == 0)
-    if overflow.any():
-        if reason_codes is None:
-            reason_codes = np.zeros(len(total), dtype=np.uint8)
-        reason_codes[(reason_codes == 0) & overflow] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
-
-    if reason_codes is None:
-        return Records(subscriber_code, subscriber_hashes, cell_id, service_id, total), None
-    keep = reason_codes == 0
-    return (
-        Records(
-            subscriber_code[keep], subscriber_hashes, cell_id[keep], service_id[keep], total[keep]
-        ),
-        reason_codes,
-    )
-
-
-@functools.cache
-def _helper_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-msisdn")
-
-
 @functools.cache
 def _parse_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpis-parse")
-
-
-def _subscriber_hashes(
-    column: pa.Array, hash_key: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Hash each trimmed msisdn with pandas' keyed SipHash; flag empty or invalid ones.
-
-    Returns per-row indices into the hashes of the distinct raw values, and
-    per-row reason codes. Values are dictionary-encoded first, so each
-    distinct msisdn is hashed once.
-    """
-    encoded = pc.dictionary_encode(column)
-    distinct = encoded.dictionary
-    indices = encoded.indices.to_numpy()
-    if _all_bytes_within(distinct, _VISIBLE_ASCII, MAX_MSISDN_LENGTH):
-        # Nothing to trim and nothing to reject: hash the raw values as they are.
-        return indices, _keyed_hashes(distinct.cast(pa.string()), hash_key), None
-    try:
-        text = distinct.cast(pa.string())
-    except pa.ArrowInvalid:
-        text = pa.array([_utf8_or_none(value) for value in distinct.to_pylist()], pa.string())
-    not_utf8 = _mask(pc.is_null(text))
-    trimmed = pc.fill_null(pc.utf8_trim_whitespace(text), "")
-    length = pc.utf8_length(trimmed).to_numpy()
-    control = _mask(pc.match_substring_regex(trimmed, r"[\x00-\x1f\x7f]"))
-    reasons = np.zeros(len(distinct), dtype=np.uint8)
-    reasons[not_utf8 | control | (length > MAX_MSISDN_LENGTH)] = _CODE[RejectReason.INVALID_MSISDN]
-    reasons[(length == 0) & ~not_utf8] = _CODE[RejectReason.MISSING_VALUE]
-    row_reasons = reasons[indices]
-    hashes = _keyed_hashes(trimmed, hash_key)
-    return indices, hashes, (row_reasons if row_reasons.any() else None)
-
-
-def _keyed_hashes(text: pa.Array, hash_key: str) -> np.ndarray:
-    """pandas' keyed SipHash-2-4 of each value, as stored states have always used."""
-    values = text.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(values, hash_key=hash_key, categorize=False)
-
-
-def _all_bytes_within(column: pa.Array, allowed: tuple[int, int], max_length: int) -> bool:
-    """True when every value has 1 to ``max_length`` bytes, all in the ``allowed`` range.
-
-    Looks at the array's raw offsets and bytes, without a kernel per rule.
-    """
-    if column.null_count or len(column) == 0:
-        return False
-    _, offsets_buffer, data_buffer = column.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=column.offset + len(column) + 1)
-    offsets = offsets[column.offset :]
-    lengths = np.diff(offsets)
-    if lengths.min() < 1 or lengths.max() > max_length:
-        return False
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    low, high = allowed
-    # Unsigned wrap-around: bytes below ``low`` become large, so one comparison checks both ends.
-    return bool(((data - np.uint8(low)) <= np.uint8(high - low)).all())
-
-
-def _utf8_or_none(value: bytes) -> str | None:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _parse_non_negative(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """Parse decimal integers in 0..2**63-1; return values and per-row reason codes."""
-    if column.type == pa.int64():
-        return column.to_numpy(), None  # parsed and checked while reading
-    if _all_bytes_within(column, _DIGITS, _SAFE_DIGITS):
-        # Plain ASCII digits are valid UTF-8 and fit int64: reinterpret without a copy.
-        return pc.cast(column.view(pa.string()), pa.int64()).to_numpy(), None
-    try:
-        text = column.cast(pa.string())
-        if pc.all(pc.utf8_is_digit(text)).as_py():
-            return pc.cast(text, pa.int64()).to_numpy(), None
-    except pa.ArrowInvalid:
-        pass  # not UTF-8, or beyond int64: sort it out row by row
-    return _parse_non_negative_rows(column)
-
-
-def _parse_non_negative_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    trimmed = pc.replace_substring_regex(column, r"^[ \t]+|[ \t]+$", "")
-    digits = _mask(pc.match_substring_regex(trimmed, r"^[0-9]+$"))
-    negative = _mask(pc.match_substring_regex(trimmed, r"^-[0-9]+$"))
-    empty = pc.binary_length(trimmed).to_numpy() == 0
-    canonical = pc.replace_substring_regex(trimmed, r"^0+([0-9])", r"\1")
-    length = pc.binary_length(canonical).to_numpy()
-    above_max = _mask(pc.greater(canonical, pa.scalar(_INT64_MAX_DIGITS, pa.binary())))
-    too_large = digits & ((length > 19) | ((length == 19) & above_max))
-
-    codes = np.full(len(column), _CODE[RejectReason.MALFORMED_INTEGER], dtype=np.uint8)
-    codes[negative] = _CODE[RejectReason.NEGATIVE_INTEGER]
-    codes[empty] = _CODE[RejectReason.MISSING_VALUE]
-    codes[digits] = 0
-    codes[too_large] = _CODE[RejectReason.INTEGER_OUT_OF_RANGE]
-    good = codes == 0
-    values = pc.cast(
-        pc.if_else(pa.array(good), canonical, pa.scalar(b"0", pa.binary())).cast(pa.string()),
-        pa.int64(),
-    ).to_numpy()
-    return values, codes
-
-
-def _mask(array: pa.Array) -> np.ndarray:
-    return pc.fill_null(array, False).to_numpy(zero_copy_only=False)
-
-
-class _HashingReader(io.RawIOBase):
-    """A raw reader that hashes every byte it hands out."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        if count:
-            self._digest.update(memoryview(buffer)[:count])
-        return count or 0
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
-
-
-def _mask_unparsable_bytes(data: bytes) -> bytes:
-    """Replace NUL and every byte that is not part of valid UTF-8 by SUB (0x1a), in place.
-
-    The parser mishandles both: it fails the whole file when a row of the
-    wrong width is not UTF-8 (it decodes the row to report it), and it misreads
-    a quoted field that starts with NUL at a block boundary. SUB keeps the
-    same rows bad for the same reasons: an msisdn with a control character is
-    invalid, an integer with one is malformed.
-    """
-    if b"\x00" in data:
-        data = data.replace(b"\x00", _MASK)
-    if data.isascii():
-        return data
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", errors=_MASK_ERRORS).encode("utf-8")
-    return data
-
-
-def _mask_each_bad_byte(error: UnicodeError) -> tuple[str, int]:
-    assert isinstance(error, UnicodeDecodeError)
-    return _MASK.decode() * (error.end - error.start), error.end
-
-
-_MASK = b"\x1a"
-_MASK_ERRORS = "kpis-mask-bad-bytes"
-codecs.register_error(_MASK_ERRORS, _mask_each_bad_byte)
-
-
-class _RowGuard:
-    """Drop (and report) rows longer than ``limit`` bytes; mask bytes the parser mishandles.
-
-    The CSV parser gives up on the whole file when one row does not fit in a
-    block; an oversized row is a bad row, not a bad file. Lines end at CR or
-    LF, as for the parser, also inside quotes (see :func:`_close_quotes_at_line_ends`:
-    a field does not go on past its line). Only the unfinished
-    last line of what was read is held back, so memory stays bounded.
-    """
-
-    def __init__(self, source: IO[bytes], *, limit: int, prefix: bytes = b"") -> None:
-        self._source = source
-        self._limit = limit
-        self._prefix = prefix  # bytes already read from ``source``, served first
-        # Read by the consumer once the stream is exhausted; only the reading thread writes it.
-        self.dropped = 0
-        self._held = b""  # the unfinished line, at most ``limit`` bytes
-        self._skipping = False  # inside a line already found too long
-        self._ready = b""
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes of whole, acceptable lines; empty at the end."""
-        while not self._ready:
-            chunk = self._next_chunk()
-            if not chunk:
-                if self._skipping:
-                    self._skipping = False
-                    self._drop()
-                tail, self._held = self._held, b""
-                if not tail:
-                    return b""
-                self._ready = _mask_unparsable_bytes(tail)
-                break
-            self._ready = self._filter(chunk)
-        if size < 0 or size >= len(self._ready):
-            out, self._ready = self._ready, b""  # the common case: no copy
-            return out
-        out, self._ready = self._ready[:size], self._ready[size:]
-        return out
-
-    def _next_chunk(self) -> bytes:
-        # Never more than ``limit`` at a time: a line inside one read then cannot be too long.
-        size = min(1024 * 1024 * 4, self._limit)
-        if self._prefix:
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            return chunk
-        return self._source.read(size)
-
-    def _filter(self, chunk: bytes) -> bytes:
-        data = self._held + chunk if self._held else chunk
-        last = max(data.rfind(b"\n"), data.rfind(b"\r"))
-        if last >= 0 and not self._skipping:
-            first = min(end for end in (data.find(b"\n"), data.find(b"\r")) if end >= 0)
-            # Lines after the first lie inside this read, which is at most ``limit`` long:
-            # only the first can be too long.
-            if first <= self._limit:
-                self._hold(data[last + 1 :])
-                return _mask_unparsable_bytes(data[: last + 1])
-        codes = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero((codes == 10) | (codes == 13))
-        if not len(ends):
-            self._hold(data)
-            return b""
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        lengths = ends - starts
-        if self._skipping or (lengths > self._limit).any():
-            kept = []
-            for start, end, length in zip(starts, ends, lengths, strict=True):
-                if self._skipping:
-                    self._skipping = False
-                    self._drop()
-                elif length > self._limit:
-                    self._drop()
-                else:
-                    kept.append(data[start : end + 1])
-            complete = b"".join(kept)
-        else:
-            complete = data[: ends[-1] + 1]
-        self._hold(data[ends[-1] + 1 :])
-        return _mask_unparsable_bytes(complete)
-
-    def _drop(self) -> None:
-        self.dropped += 1
-
-    def _hold(self, tail: bytes) -> None:
-        if self._skipping or len(tail) > self._limit:
-            self._skipping, self._held = True, b""
-        else:
-            self._held = tail

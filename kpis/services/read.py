@@ -1,11 +1,11 @@
-"""Reading the files of a run on the executor, interval by interval, and merging stored states.
+"""Reading the files of a run on the executor, interval by interval.
 
-Each file is read by a task (in this process, a local pool or a Dask worker)
-that writes the file's state to the state store itself and sends back only
-its figures and a reference. Merges run as tasks too, one per group of cell
-partitions, and send back only top cells and service totals. This module
-waits for those tasks while keeping the run's lock alive, and turns a worker
-that died into a clear failure; it writes nothing to the database.
+Each file is read by a task (in this process, a local pool or a Dask worker),
+or by one task per byte range when it is large, that writes the file's state
+to the state store itself and sends back only its figures and a reference.
+This module waits for those tasks while keeping the run's lock alive, and
+turns a worker that died into a clear failure; it writes nothing to the
+database.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kpis.pipeline import InputFile, key_id_for
+from kpis.pipeline import InputFile
 from kpis.pipeline.executors import ExecutorFailed, FileExecutor, WorkerLost
 from kpis.pipeline.location import input_exists
 from kpis.pipeline.store import StateRef, state_key_prefix
@@ -26,7 +26,7 @@ from kpis.services.config import UpdateConfig
 
 if TYPE_CHECKING:
     from kpis.pipeline import ReadStats
-    from kpis.pipeline.tasks import MergedTops, Ranking, StateRead
+    from kpis.pipeline.tasks import MergedTops, StateRead
 
 logger = logging.getLogger("kpis.update")
 
@@ -66,7 +66,8 @@ class _FileJob:
         return all(f.done() and not f.cancelled() and f.exception() is None for f in self.futures())
 
 
-def _wait(futures: Sequence[Future[Any]], heartbeat: Heartbeat) -> None:
+def wait_alive(futures: Sequence[Future[Any]], heartbeat: Heartbeat) -> None:
+    """Wait for ``futures``, renewing the run's lock every second meanwhile."""
     while wait(futures, timeout=_WAIT_SECONDS).not_done:
         heartbeat()
     heartbeat()
@@ -157,7 +158,7 @@ def _read_collect(
     """Wait for the files of one interval, keeping the lock alive; what each gave, by name."""
     from kpis.pipeline import ReadStats, UnreadableFile
 
-    _wait([future for job in jobs for future in job.futures()], heartbeat)
+    wait_alive([future for job in jobs for future in job.futures()], heartbeat)
     reads: dict[str, FileRead] = {}
     for job in jobs:
         input_file = job.input_file
@@ -291,53 +292,3 @@ def reads_in_order(
         pending.popleft()
         in_flight -= _weight([job.input_file for job in jobs], config)
         yield start, reads
-
-
-def states_ranking(
-    keys: Sequence[str],
-    *,
-    config: UpdateConfig,
-    executor: FileExecutor,
-    heartbeat: Heartbeat,
-    what: str,
-) -> Ranking:
-    """Merge the states under ``keys`` on the executor, a group of cell partitions per task."""
-    from kpis.pipeline.tasks import Ranking, merge_plan, states_merge
-
-    if not keys:
-        return Ranking.of(())
-
-    def submit() -> list[Future[MergedTops]]:
-        return [
-            executor.submit(
-                states_merge,
-                config.state_url,
-                list(keys),
-                parts=parts,
-                partitions=config.partitions,
-                top_n=config.top_n,
-                key_id=key_id_for(config.hash_key),
-                with_totals=index == 0,
-            )
-            for index, parts in enumerate(merge_plan(config.partitions, executor.workers))
-        ]
-
-    while True:
-        try:
-            futures = submit()
-            _wait(futures, heartbeat)
-            return Ranking.of(future.result() for future in futures)
-        except executor.lost as error:
-            if not executor.renewable:
-                raise WorkerLost(
-                    "a worker process died while reading or merging states "
-                    f"({error or type(error).__name__}); nothing of {what} or later was "
-                    "stored; the next run reads them again"
-                ) from error
-            logger.warning(
-                "a worker process died while merging the states of %s; merging again in a "
-                "new pool of %s",
-                what,
-                executor.description,
-            )
-            executor.renew()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,10 +21,11 @@ from kpis.pipeline import HOUR, InputFile, hour_start_for
 from kpis.pipeline.executors import FileExecutor, executor_for
 from kpis.registry import Ranked
 from kpis.services.config import UpdateConfig
-from kpis.services.folder import folder_list
+from kpis.services.folder import FolderListing, folder_list
+from kpis.services.merge import states_ranking
 from kpis.services.persist import hour_roll_up, interval_persist
 from kpis.services.plan import RunPlan, run_plan
-from kpis.services.read import FileRead, reads_in_order, states_ranking
+from kpis.services.read import FileRead, reads_in_order
 from kpis.services.restatement import hour_is_final
 from kpis.services.retention import final_hour_states_drop, hour_states_drop
 from kpis.services.state import orphan_states_sweep, state_store
@@ -41,11 +42,30 @@ def network_stats_update(
 ) -> RunSummary:
     """Process every due interval with new or changed files, then roll up due hours."""
     observer = observer or Observer()
-    listing = folder_list(config.input_dir)
-    plan = run_plan(listing, config)
-    summary = RunSummary(
-        too_late=plan.too_late, refused=plan.refused, files_ignored=len(listing.ignored)
+    listing = folder_list(config.input_dir)  # list
+    plan = run_plan(listing, config)  # choose
+    summary = RunSummary(too_late=plan.too_late, refused=plan.refused)
+    summary.files_ignored = _ignored_report(listing)
+    if plan.refused:
+        return summary  # all or nothing: the run changes nothing
+    _leftovers_sweep(plan, config)
+    pending = _pending_hours(config, plan)
+    observer.planned(intervals=len(plan.batches()))
+    with _executor(config, plan, pending) as executor:
+        if executor is not None:
+            run = _Run(config, executor, heartbeat, summary, observer)
+            _intervals_process(run, plan)  # read, persist, roll up each hour once complete
+            for hour_start in pending:  # roll up what earlier runs left
+                _hour_finish(run, hour_start)
+    _restated_hours_settle(plan, config)
+    summary.hours_made_final = len(  # make final
+        final_hour_states_drop(now=config.now, window=config.restate_window)
     )
+    return summary
+
+
+def _ignored_report(listing: FolderListing) -> int:
+    """How many files the listing ignored; their names at verbosity 2 (debug)."""
     if listing.ignored:
         logger.debug(
             "%d file(s) ignored: their names do not follow the contract "
@@ -54,41 +74,31 @@ def network_stats_update(
             len(listing.ignored),
             ", ".join(sorted(listing.ignored)[:5]),
         )
-    if plan.refused:
-        return summary  # all or nothing: the run changes nothing
+    return len(listing.ignored)
+
+
+def _leftovers_sweep(plan: RunPlan, config: UpdateConfig) -> None:
+    """Remove the states a crashed run left in the hours this run writes."""
     if not config.state_prefix:  # a dry run leaves the hours' folders alone
         orphan_states_sweep(hours=plan.hours() | plan.restated, store=state_store(config.state_url))
-    pending = _pending_hours(config, plan)
-    observer.planned(intervals=len(plan.batches()))
-    with contextlib.ExitStack() as stack:
-        executor = _executor(stack, config, plan, pending)
-        if executor is not None:
-            run = _Run(config, executor, heartbeat, summary, observer)
-            _intervals_process(run, plan)
-            for hour_start in pending:
-                _hour_finish(run, hour_start)
-    for hour_start in sorted(plan.restated):
-        _restated_hour_settle(hour_start, config)
-    summary.hours_made_final = len(
-        final_hour_states_drop(now=config.now, window=config.restate_window)
-    )
-    return summary
 
 
+@contextlib.contextmanager
 def _executor(
-    stack: contextlib.ExitStack, config: UpdateConfig, plan: RunPlan, pending: list[datetime]
-) -> FileExecutor | None:
+    config: UpdateConfig, plan: RunPlan, pending: list[datetime]
+) -> Iterator[FileExecutor | None]:
     """The executor the run's reads and merges go to; None when there is nothing to do."""
     files = len(plan.dirty)
     if not files and not pending:
-        return None
+        yield None
+        return
     # Merges use every worker, reads at most one a file.
-    executor = stack.enter_context(
-        executor_for(config.executor, files=max(files, config.executor.workers if pending else 1))
-    )
-    if files and not executor.in_process:
-        logger.info("reading %d file(s) on %s", files, executor.description)
-    return executor
+    with executor_for(
+        config.executor, files=max(files, config.executor.workers if pending else 1)
+    ) as executor:
+        if files and not executor.in_process:
+            logger.info("reading %d file(s) on %s", files, executor.description)
+        yield executor
 
 
 @dataclass
@@ -186,12 +196,13 @@ def _hour_finish(run: _Run, hour_start: datetime) -> None:
     run.done(result)
 
 
-def _restated_hour_settle(hour_start: datetime, config: UpdateConfig) -> None:
-    """After restating a closed hour: a final one drops its fresh states again."""
-    if hour_is_final(hour_start, now=config.now, window=config.restate_window):
-        hour_states_drop(hour_start=hour_start)
-    else:  # states dropped early (pruned hour): every counted file has a state again
-        IntervalLedger.objects.filter(
-            interval_start_timestamp__gte=hour_start,
-            interval_start_timestamp__lt=hour_start + HOUR,
-        ).update(states_kept=True)
+def _restated_hours_settle(plan: RunPlan, config: UpdateConfig) -> None:
+    """After restating closed hours: a final one drops its fresh states again."""
+    for hour_start in sorted(plan.restated):
+        if hour_is_final(hour_start, now=config.now, window=config.restate_window):
+            hour_states_drop(hour_start=hour_start)
+        else:  # states dropped early (pruned hour): every counted file has a state again
+            IntervalLedger.objects.filter(
+                interval_start_timestamp__gte=hour_start,
+                interval_start_timestamp__lt=hour_start + HOUR,
+            ).update(states_kept=True)

@@ -40,7 +40,7 @@ from kpis.pipeline import (
     subscriber_hash_key,
 )
 from kpis.pipeline import ranges as ranges_module
-from kpis.pipeline.reader import _LINE_ENDING_IN_QUOTE
+from kpis.pipeline.lines import _LINE_ENDING_IN_QUOTE
 from kpis.pipeline.tasks import file_to_state, range_to_state
 from kpis.tests.seaweed import SeaweedServer
 
