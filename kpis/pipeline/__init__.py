@@ -39,7 +39,6 @@ if TYPE_CHECKING:
         byte_ranges,
         file_digest,
         read_header,
-        splittable,
     )
     from kpis.pipeline.reader import (
         REQUIRED_COLUMNS,
@@ -48,6 +47,7 @@ if TYPE_CHECKING:
         read_records,
     )
     from kpis.pipeline.rows import Records, RejectReason
+    from kpis.pipeline.spans import splittable
 
 # The names backed by pandas and pyarrow, and the module each comes from.
 _LAZY = {
@@ -65,7 +65,7 @@ _LAZY = {
     "byte_ranges": "kpis.pipeline.ranges",
     "file_digest": "kpis.pipeline.ranges",
     "read_header": "kpis.pipeline.ranges",
-    "splittable": "kpis.pipeline.ranges",
+    "splittable": "kpis.pipeline.spans",
 }
 
 

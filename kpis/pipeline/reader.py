@@ -123,7 +123,7 @@ def _read_range(
     block_size: int,
     on_block: Callable[[], None] | None,
 ) -> Iterator[Records]:
-    from kpis.pipeline.ranges import open_span, splittable
+    from kpis.pipeline.spans import open_span, splittable
 
     if not splittable(path):
         raise ValueError(f"{input_name(path)} is compressed: it can only be read whole")

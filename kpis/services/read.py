@@ -75,11 +75,11 @@ def wait_alive(futures: Sequence[Future[Any]], heartbeat: Heartbeat) -> None:
 
 def _spans(input_file: InputFile, config: UpdateConfig) -> list[tuple[int, int]]:
     """The byte ranges a file is read in: one, unless it is large and not compressed."""
-    from kpis.pipeline import ranges
+    from kpis.pipeline import byte_ranges, splittable
 
-    if not ranges.splittable(input_file.path):
+    if not splittable(input_file.path):
         return [(0, input_file.size)]  # gzip cannot be entered in the middle
-    return ranges.byte_ranges(input_file.size, config.range_bytes)
+    return byte_ranges(input_file.size, config.range_bytes)
 
 
 def _weight(files: list[InputFile], config: UpdateConfig) -> int:

@@ -39,7 +39,7 @@ from kpis.pipeline import (
     splittable,
     subscriber_hash_key,
 )
-from kpis.pipeline import ranges as ranges_module
+from kpis.pipeline import spans as spans_module
 from kpis.pipeline.lines import _LINE_ENDING_IN_QUOTE
 from kpis.pipeline.tasks import file_to_state, range_to_state
 from kpis.tests.seaweed import SeaweedServer
@@ -421,7 +421,7 @@ def test_a_range_reads_its_span_and_not_the_rest(
     size = path.stat().st_size
     header = read_header(path)
     read: list[int] = []
-    opened = ranges_module.open_input_part
+    opened = spans_module.open_input_part
 
     class Counting:
         def __init__(self, handle: IO[bytes]) -> None:
@@ -438,7 +438,7 @@ def test_a_range_reads_its_span_and_not_the_rest(
         def close(self) -> None:
             self.handle.close()
 
-    monkeypatch.setattr(ranges_module, "open_input_part", lambda p: Counting(opened(p)))
+    monkeypatch.setattr(spans_module, "open_input_part", lambda p: Counting(opened(p)))
     span = (size // 3, size // 3 + 200_000)
     outcome = aggregate_range(path, byte_range=span, header=header, hash_key=KEY)
     assert outcome.stats.rows_accepted > 0
